@@ -1,0 +1,3 @@
+"""fedzero.bench."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""fedzero.link."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""fedzero.node."""
+
+__all__: list[str] = []
