@@ -17,6 +17,7 @@ from typing import Any, Final, TypeAlias, cast
 
 import numpy as np
 import numpy.typing as npt
+
 from fedzero.core._array_record import ArrayRecord, NDArray
 from fedzero.core._errors import DeserializationError
 from fedzero.core._json import loads_strict

@@ -30,6 +30,8 @@ _ST_TO_NP: Final[dict[str, np.dtype[np.generic]]] = {
     "F64": np.dtype("<f8"),
 }
 
+_NP_TO_ST: Final = {dtype: name for name, dtype in _ST_TO_NP.items()}
+
 SUPPORTED_DTYPES: Final = tuple(_ST_TO_NP.values())
 """Every dtype an ArrayRecord may hold (little-endian byte order)."""
 
@@ -40,11 +42,9 @@ def safetensors_name(dtype: np.dtype[np.generic]) -> str:
     Raises:
         TypeError: ``dtype`` is not supported by fedzero.
     """
-    # dtype equality ignores byte order for single-byte types and treats the
-    # native order as equal to "<" on little-endian machines, which we require.
-    for name, candidate in _ST_TO_NP.items():
-        if dtype == candidate:
-            return name
+    name = _NP_TO_ST.get(dtype)
+    if name is not None:
+        return name
     raise TypeError(
         f"dtype {dtype} is not supported; use one of bool, (u)int8/16/32/64, "
         "float16, bfloat16 (ml_dtypes.bfloat16), float32, float64"

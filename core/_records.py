@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any, TypeAlias, cast
 
 import numpy as np
+
 from fedzero.core._array_record import ArrayRecord
 
 MetricScalar: TypeAlias = int | float

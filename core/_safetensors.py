@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
+
 from fedzero.core._array_record import NDArray
 from fedzero.core._dtypes import numpy_dtype, safetensors_name
 from fedzero.core._errors import DeserializationError
@@ -152,6 +153,10 @@ def parse_payload(frames: Sequence[memoryview], limits: DecodeLimits) -> dict[st
                 f"frame {i + 2}: {len(frame)} bytes, tensor {key!r:.80} needs {end - begin}"
             )
         arr = np.frombuffer(frame, dtype=dtype).reshape(shape)
-        out[key] = arr if arr.flags.aligned else arr.copy()
+        if not arr.flags.aligned:  # only from foreign writers; ours are aligned
+            arr = arr.copy()
+        # Read-only, always: over inproc:// the buffer may be the sender's array.
+        arr.flags.writeable = False
+        out[key] = arr
         expected_begin = end
     return out
