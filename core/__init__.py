@@ -1,5 +1,6 @@
 """fedzero.core: the data model, the wire codec, errors and logging setup."""
 
+from fedzero.core._apps import ClientApp, ServerApp
 from fedzero.core._array_record import ArrayRecord, NDArray
 from fedzero.core._codec import PROTOCOL_VERSION, Buffer, decode, encode
 from fedzero.core._context import Context
@@ -18,10 +19,12 @@ from fedzero.core._errors import (
     UnknownNodeError,
     UnknownRunError,
 )
+from fedzero.core._grid import Grid, run_server_app
 from fedzero.core._limits import DecodeLimits
 from fedzero.core._logging import configure_logging
 from fedzero.core._message import DEFAULT_TTL, SERVER_NODE_ID, Error, Message, Metadata
 from fedzero.core._records import ConfigRecord, MetricRecord, RecordDict
+from fedzero.core._security import CurveKeys, generate_keys
 
 __all__ = [
     "BFLOAT16",
@@ -32,17 +35,20 @@ __all__ = [
     "ArrayRecord",
     "AuthenticationError",
     "Buffer",
+    "ClientApp",
     "ClosedError",
     "ConfigRecord",
     "ConfigurationError",
     "ConnectionBrokenError",
     "Context",
+    "CurveKeys",
     "DecodeLimits",
     "DeserializationError",
     "Error",
     "ErrorCode",
     "FedzeroError",
     "FedzeroTimeoutError",
+    "Grid",
     "Message",
     "MessageExpiredError",
     "Metadata",
@@ -50,9 +56,12 @@ __all__ = [
     "NDArray",
     "ProtocolError",
     "RecordDict",
+    "ServerApp",
     "UnknownNodeError",
     "UnknownRunError",
     "configure_logging",
     "decode",
     "encode",
+    "generate_keys",
+    "run_server_app",
 ]

@@ -137,6 +137,11 @@ def encode(message: Message) -> list[Buffer]:
     return [encode_header(message.metadata, records), *payload]
 
 
+def frames_nbytes(frames: Sequence[Buffer]) -> int:
+    """Total bytes of ``frames`` as :func:`encode` produces them (1-D byte buffers)."""
+    return sum(len(f) for f in frames)
+
+
 # --------------------------------------------------------------------- decode
 
 

@@ -1,3 +1,6 @@
-"""fedzero.link."""
+"""fedzero.link: the link daemon, the hub of a federation."""
 
-__all__: list[str] = []
+from fedzero.link._config import LinkConfig
+from fedzero.link._link import Link
+
+__all__ = ["Link", "LinkConfig"]

@@ -1,3 +1,5 @@
-"""fedzero.node."""
+"""fedzero.node: the node agent that runs ClientApps next to the data."""
 
-__all__: list[str] = []
+from fedzero.node._agent import NodeAgent
+
+__all__ = ["NodeAgent"]

@@ -1,0 +1,127 @@
+"""ClientApp and ServerApp: the user's code, registered with decorators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeAlias
+
+from fedzero.core._context import Context
+from fedzero.core._message import Message, validate_message_type
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fedzero.core._grid import Grid
+
+Handler: TypeAlias = Callable[[Message, Context], Message]
+MainFunction: TypeAlias = Callable[["Grid", Context], object]
+
+
+class ClientApp:
+    """The code a node runs for a run: one handler per message type.
+
+    Example::
+
+        app = ClientApp()
+
+        @app.train()
+        def train(msg: Message, context: Context) -> Message:
+            ...
+            return msg.create_reply(RecordDict({...}))
+
+        @app.train("finetune")          # handles message type "train.finetune"
+        def finetune(msg, context): ...
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def _register(self, category: str, action: str) -> Callable[[Handler], Handler]:
+        message_type = category if not action else f"{category}.{action}"
+        validate_message_type(message_type)
+
+        def decorator(fn: Handler) -> Handler:
+            if message_type in self._handlers:
+                raise ValueError(f"a handler for {message_type!r} is already registered")
+            self._handlers[message_type] = fn
+            return fn
+
+        return decorator
+
+    def train(self, action: str = "") -> Callable[[Handler], Handler]:
+        """Register a handler for ``"train"`` (or ``"train.<action>"``) messages."""
+        return self._register("train", action)
+
+    def evaluate(self, action: str = "") -> Callable[[Handler], Handler]:
+        """Register a handler for ``"evaluate"`` (or ``"evaluate.<action>"``) messages."""
+        return self._register("evaluate", action)
+
+    def query(self, action: str = "") -> Callable[[Handler], Handler]:
+        """Register a handler for ``"query"`` (or ``"query.<action>"``) messages."""
+        return self._register("query", action)
+
+    @property
+    def message_types(self) -> list[str]:
+        """The message types this app handles."""
+        return list(self._handlers)
+
+    def handler_for(self, message_type: str) -> Handler | None:
+        """Return the handler of ``message_type``, or None if there is none."""
+        return self._handlers.get(message_type)
+
+    def __call__(self, message: Message, context: Context) -> Message:
+        """Handle ``message``; the reply must be a :class:`Message`.
+
+        Raises:
+            LookupError: no handler for the message's type.
+            TypeError: the handler returned something other than a Message.
+        """
+        handler = self._handlers.get(message.metadata.message_type)
+        if handler is None:
+            raise LookupError(
+                f"this ClientApp has no handler for {message.metadata.message_type!r}; "
+                f"it handles {self.message_types}"
+            )
+        reply = handler(message, context)
+        if not isinstance(reply, Message):
+            raise TypeError(
+                f"the {message.metadata.message_type!r} handler returned "
+                f"{type(reply).__name__}; return message.create_reply(RecordDict(...))"
+            )
+        return reply
+
+
+class ServerApp:
+    """The code that drives a run: a main function taking a Grid and a Context.
+
+    Example::
+
+        app = ServerApp()
+
+        @app.main()
+        def main(grid: Grid, context: Context) -> None:
+            node_ids = grid.get_node_ids()
+            ...
+    """
+
+    def __init__(self) -> None:
+        self._main: MainFunction | None = None
+
+    def main(self) -> Callable[[MainFunction], MainFunction]:
+        """Register the main function ``(grid, context) -> None``."""
+
+        def decorator(fn: MainFunction) -> MainFunction:
+            if self._main is not None:
+                raise ValueError("this ServerApp already has a main function")
+            self._main = fn
+            return fn
+
+        return decorator
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        """Run the main function.
+
+        Raises:
+            RuntimeError: no main function was registered.
+        """
+        if self._main is None:
+            raise RuntimeError("this ServerApp has no main function; decorate one with @app.main()")
+        self._main(grid, context)

@@ -1,0 +1,303 @@
+"""Grid: a ServerApp's connection to the link (the app endpoint).
+
+The Grid owns one DEALER socket and is used from one thread. Every wait is a
+``zmq.poll`` on that socket with a deadline: replies are handled the moment
+they arrive, and there is no polling interval anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import structlog
+import zmq
+
+from fedzero.core._codec import decode, encode_content
+from fedzero.core._context import Context, UserConfig
+from fedzero.core._errors import (
+    ClosedError,
+    ConnectionBrokenError,
+    DeserializationError,
+    FedzeroTimeoutError,
+    ProtocolError,
+)
+from fedzero.core._message import SERVER_NODE_ID, Message
+from fedzero.core._protocol import control, parse_envelope
+from fedzero.core._records import RecordDict
+from fedzero.core._security import CurveKeys, apply_client_curve
+
+log = structlog.get_logger(__name__)
+
+VERSION: Final = "fedzero/1"
+
+
+class Grid:
+    """The ServerApp's view of the federation: nodes, and messages to and from them.
+
+    Args:
+        link: the link's app endpoint, e.g. ``"tcp://127.0.0.1:9091"``.
+        run_id: attach to this existing run; by default the link creates one.
+        run_config: the run's configuration (used when the link creates the run).
+        curve: CURVE keys, if the link's app endpoint requires them.
+        connect_timeout: seconds to wait for the link to answer the hello.
+        heartbeat_interval: seconds between pings while waiting.
+        heartbeat_timeout: the link is considered gone after this much silence.
+
+    Raises:
+        FedzeroTimeoutError: the link did not answer within ``connect_timeout``.
+    """
+
+    def __init__(
+        self,
+        link: str,
+        *,
+        run_id: int | None = None,
+        run_config: UserConfig | None = None,
+        curve: CurveKeys | None = None,
+        connect_timeout: float = 10.0,
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 5.0,
+    ) -> None:
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._address = link
+        self._interval = heartbeat_interval
+        self._timeout = heartbeat_timeout
+        self._replies: dict[str, Message] = {}
+        self._nodes: list[int] | None = None
+        self._run_id: int | None = None
+        self._run_config: UserConfig = {}
+        self._closed = False
+        self._last_heard = time.monotonic()
+        self._next_ping = self._last_heard + heartbeat_interval
+        try:
+            if curve is not None:
+                apply_client_curve(self._sock, curve)
+            self._sock.connect(link)
+            self._send(
+                control(
+                    "app_hello", run_id=run_id, run_config=dict(run_config or {}), version=VERSION
+                )
+            )
+            if not self._wait(lambda: self._run_id is not None, connect_timeout):
+                raise FedzeroTimeoutError(
+                    f"link at {link} did not answer within {connect_timeout}s"
+                )
+        except BaseException:
+            self._shutdown()
+            raise
+        log.debug("grid_connected", link=link, run_id=self._run_id)
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def run_id(self) -> int:
+        """The id of this grid's run."""
+        assert self._run_id is not None  # noqa: S101 - set by __init__ or it raised
+        return self._run_id
+
+    @property
+    def run_config(self) -> UserConfig:
+        """The run's configuration, as the link holds it."""
+        return dict(self._run_config)
+
+    def get_node_ids(self, timeout: float = 10.0) -> list[int]:
+        """Return the ids of the nodes that are online now."""
+        self._nodes = None
+        self._send(control("get_nodes"))
+        if not self._wait(lambda: self._nodes is not None, timeout):
+            raise FedzeroTimeoutError(f"link did not list its nodes within {timeout}s")
+        return list(self._nodes or [])
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str = "",
+        ttl: float | None = None,
+    ) -> Message:
+        """Create a message of this run for ``dst_node_id``."""
+        msg = Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+        msg.metadata.run_id = self.run_id
+        return msg
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Send messages to their nodes; return their ids.
+
+        Messages that share one content object (the same RecordDict) are sent as
+        one fan-out: the link receives the tensors once and sends the same
+        buffers to every destination.
+        """
+        self._check_open()
+        groups: dict[tuple[Any, ...], list[Message]] = defaultdict(list)
+        ids: list[str] = []
+        for msg in messages:
+            self._prepare(msg)
+            meta = msg.metadata
+            key = (id(msg.content), meta.message_type, meta.group_id, meta.ttl)
+            groups[key].append(msg)
+            ids.append(meta.message_id)
+        for group in groups.values():
+            self._push_group(group)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        """Return the replies that have arrived for ``message_ids`` (without waiting)."""
+        self._drain()
+        return [self._replies.pop(mid) for mid in message_ids if mid in self._replies]
+
+    def send_and_receive(
+        self,
+        messages: Iterable[Message],
+        *,
+        timeout: float | None = None,
+        aggregate: Mapping[str, Any] | None = None,
+    ) -> list[Message]:
+        """Send ``messages`` and return their replies as soon as all have arrived.
+
+        A node that dies or goes offline yields an error reply (code
+        ``NODE_UNAVAILABLE``) within the link's liveness budget, and an expired
+        message an error reply (``MESSAGE_EXPIRED``), so this returns without
+        waiting for TTLs. With ``timeout``, returns the replies received by then.
+
+        Args:
+            messages: the messages to send.
+            timeout: seconds to wait at most (default: until every reply is in).
+            aggregate: reserved for link-side aggregation; must be None for now.
+
+        Returns:
+            The replies, in the order of ``messages`` (missing ones left out).
+        """
+        if aggregate is not None:
+            raise NotImplementedError("link-side aggregation is not available yet")
+        ids = self.push_messages(messages)
+        self._wait(lambda: all(mid in self._replies for mid in ids), timeout)
+        return self.pull_messages(ids)
+
+    def close(self) -> None:
+        """Tell the link this ServerApp is done and close the connection."""
+        if self._closed:
+            return
+        with contextlib.suppress(zmq.ZMQError, ClosedError):
+            self._send(control("app_bye"))
+        self._shutdown()
+
+    def __enter__(self) -> Grid:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- internal
+
+    def _shutdown(self) -> None:
+        self._closed = True
+        self._sock.close(linger=0)
+        self._ctx.term()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("this Grid is closed")
+
+    def _prepare(self, msg: Message) -> None:
+        if not isinstance(msg, Message) or not msg.has_content():
+            raise TypeError("push_messages takes Messages with content (see create_message)")
+        if msg.metadata.dst_node_id == SERVER_NODE_ID:
+            raise ValueError("a message needs a destination node id (not 0)")
+        msg.metadata.run_id = self.run_id
+        msg.metadata.src_node_id = SERVER_NODE_ID
+
+    def _push_group(self, group: list[Message]) -> None:
+        first = group[0].metadata
+        records, payload = encode_content(group[0].content)
+        template = {
+            "run_id": first.run_id,
+            "message_id": "",
+            "src_node_id": SERVER_NODE_ID,
+            "dst_node_id": 0,
+            "reply_to_message_id": "",
+            "group_id": first.group_id,
+            "message_type": first.message_type,
+            "ttl": first.ttl,
+            "created_at": first.created_at,
+        }
+        dst = [[m.metadata.dst_node_id, m.metadata.message_id] for m in group]
+        header = control("push", metadata=template, content=records, dst=dst, aggregate=None)
+        self._send([*header, *payload])
+
+    def _send(self, frames: list[Any]) -> None:
+        self._check_open()
+        try:
+            self._sock.send_multipart(frames, copy=False)
+        except zmq.ZMQError as exc:
+            raise ConnectionBrokenError(f"send to link {self._address} failed: {exc}") from exc
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._last_heard = time.monotonic()
+            self._handle(frames)
+
+    def _handle(self, frames: list[zmq.Frame]) -> None:
+        try:
+            kind, header, _ = parse_envelope(frames)
+            if kind == "message":
+                msg = decode(frames)
+                self._replies[msg.metadata.reply_to_message_id] = msg
+            elif kind == "app_welcome":
+                self._run_id = header["run_id"]
+                self._run_config = header["run_config"]
+            elif kind == "nodes":
+                self._nodes = [int(n) for n in header["node_ids"]]
+            elif kind == "refused":
+                raise ProtocolError(f"link refused: {header['reason']}")
+        except DeserializationError as exc:
+            log.warning("grid_malformed_from_link", error=str(exc))
+
+    def _wait(self, done: Any, timeout: float | None) -> bool:
+        """Handle incoming messages until ``done()`` or the deadline; return done()."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._drain()
+            if done():
+                return True
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            if now - self._last_heard > self._timeout:
+                raise ConnectionBrokenError(
+                    f"link at {self._address} silent for {now - self._last_heard:.1f}s"
+                )
+            if now >= self._next_ping:
+                self._send(control("ping"))
+                self._next_ping = now + self._interval
+            wake = min(self._next_ping, deadline if deadline is not None else self._next_ping)
+            self._sock.poll(max(1, int((wake - now) * 1000)))
+
+
+def run_server_app(
+    app: Any,
+    link: str,
+    *,
+    run_config: UserConfig | None = None,
+    run_id: int | None = None,
+    curve: CurveKeys | None = None,
+) -> Context:
+    """Run a :class:`ServerApp` in this process against a running link.
+
+    Returns:
+        The context the app ran with (its ``state`` holds what the app stored).
+    """
+    with Grid(link, run_id=run_id, run_config=run_config, curve=curve) as grid:
+        context = Context(run_id=grid.run_id, node_id=SERVER_NODE_ID, run_config=grid.run_config)
+        app(grid, context)
+    return context

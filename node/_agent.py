@@ -1,0 +1,354 @@
+"""NodeAgent: connects out to the link, registers, heartbeats, runs the ClientApp.
+
+One IO thread owns the DEALER socket. ClientApp calls run on a worker thread
+per run (serial within a run, concurrent across runs), so heartbeats keep
+flowing while an app trains. Workers hand replies back through a socketpair the
+IO thread polls next to the DEALER.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import random
+import socket
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+import structlog
+import zmq
+
+from fedzero.core import (
+    ClientApp,
+    Context,
+    DeserializationError,
+    Error,
+    ErrorCode,
+    Message,
+    decode,
+    encode,
+)
+from fedzero.core._codec import frames_nbytes
+from fedzero.core._context import UserConfig
+from fedzero.core._protocol import control, parse_envelope
+from fedzero.core._security import CurveKeys, apply_client_curve
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_LINK: Final = "tcp://127.0.0.1:9092"
+VERSION: Final = "fedzero/1"
+
+
+class NodeAgent:
+    """A node: the long-running agent next to the data.
+
+    Args:
+        app: the ClientApp to run for every run (in this process).
+        link: the link's fleet endpoint.
+        node_config: this node's configuration, e.g. ``{"partition-id": 0}``.
+        node_id: a fixed node id (ignored by a link that derives ids from CURVE keys).
+        curve: CURVE keys, when the link requires them.
+        backoff_initial: first reconnect delay in seconds (doubles, with jitter).
+        backoff_max: longest reconnect delay.
+        heartbeat_interval: pings before the link's welcome says otherwise.
+        heartbeat_timeout: silence after which the link counts as lost.
+    """
+
+    def __init__(
+        self,
+        app: ClientApp,
+        link: str = DEFAULT_LINK,
+        *,
+        node_config: UserConfig | None = None,
+        node_id: int | None = None,
+        curve: CurveKeys | None = None,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 10.0,
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 3.0,
+    ) -> None:
+        self.app = app
+        self.link = link
+        self.node_config: UserConfig = dict(node_config or {})
+        self._requested_id = node_id
+        self._curve = curve
+        self._backoff = (backoff_initial, backoff_max)
+        self._interval = heartbeat_interval
+        self._timeout = heartbeat_timeout
+        self._credit_threshold = 2**20
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._sock: zmq.Socket[bytes] | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._outbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._awaiting_credit: dict[str, list[Any]] = {}
+        self._contexts: dict[int, Context] = {}
+        self._workers: dict[int, ThreadPoolExecutor] = {}
+        self.node_id: int | None = node_id
+        self._registered = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+        self._last_heard = 0.0
+        self._next_ping = 0.0
+        self._next_hello = 0.0
+        self.registrations = 0
+
+    # --------------------------------------------------------------- lifecycle
+
+    def start(self) -> NodeAgent:
+        """Run the agent in a background thread; returns at once."""
+        self._thread = threading.Thread(target=self.run, name="fedzero-node", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_registered(self, timeout: float) -> bool:
+        """Wait until the link has welcomed this node."""
+        return self._registered.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the agent (from any thread) and wait for it to finish."""
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        """Serve until :meth:`stop`."""
+        log.info("node_starting", link=self.link, node_config=self.node_config)
+        try:
+            self._connect()
+            self._loop()
+        finally:
+            for pool in self._workers.values():
+                pool.shutdown(wait=False, cancel_futures=True)
+            if self._sock is not None:
+                self._sock.close(linger=0)
+            self._ctx.term()
+            self._wake_r.close()
+            self._wake_w.close()
+            log.info("node_stopped", node_id=self.node_id)
+
+    # ------------------------------------------------------------- connection
+
+    def _connect(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a link that is not there
+        sock.setsockopt(zmq.RECONNECT_IVL, int(self._backoff[0] * 1000))
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self._backoff[1] * 1000))
+        if self._curve is not None:
+            apply_client_curve(sock, self._curve)
+        sock.connect(self.link)
+        self._sock = sock
+        self._registered.clear()
+        self._awaiting_credit.clear()
+        self._last_heard = time.monotonic()
+        self._next_hello = time.monotonic()
+
+    def _backoff_delay(self) -> float:
+        low, high = self._backoff
+        delay: float = min(high, low * 2 ** min(self._failures, 30))
+        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+
+    def _send(self, frames: list[Any]) -> bool:
+        assert self._sock is not None  # noqa: S101
+        try:
+            self._sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False  # not connected (IMMEDIATE): the caller retries later
+        return True
+
+    def _hello(self, now: float) -> None:
+        sent = self._send(
+            control("hello", node_id=self.node_id, node_config=self.node_config, version=VERSION)
+        )
+        self._failures += 1
+        self._next_hello = now + (self._backoff_delay() if not sent else max(1.0, self._timeout))
+
+    # -------------------------------------------------------------------- loop
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        sock = None
+        while not self._stop.is_set():
+            if sock is not self._sock:
+                if sock is not None:
+                    poller.unregister(sock)
+                sock = self._sock
+                poller.register(sock, zmq.POLLIN)
+            now = time.monotonic()
+            self._tick(now)
+            wait = (self._next_ping if self._registered.is_set() else self._next_hello) - now
+            events = dict(poller.poll(max(0, int(wait * 1000)) + 1))
+            if self._wake_r.fileno() in events:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_r.recv(4096)
+            self._flush_outbox()
+            if sock in events:
+                self._drain()
+
+    def _tick(self, now: float) -> None:
+        if not self._registered.is_set():
+            if now >= self._next_hello:
+                self._hello(now)
+            return
+        if now - self._last_heard > self._timeout:
+            log.warning(
+                "link_lost", node_id=self.node_id, silent_secs=round(now - self._last_heard, 2)
+            )
+            self._failures += 1
+            delay = self._backoff_delay()
+            self._stop.wait(delay)
+            self._connect()
+            return
+        if now >= self._next_ping:
+            self._send(control("ping"))
+            self._next_ping = now + self._interval
+
+    def _drain(self) -> None:
+        assert self._sock is not None  # noqa: S101
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._last_heard = time.monotonic()
+            try:
+                self._handle(frames)
+            except DeserializationError as exc:
+                log.warning("link_message_malformed", error=str(exc))
+
+    def _handle(self, frames: list[zmq.Frame]) -> None:
+        kind, header, _ = parse_envelope(frames)
+        if kind == "welcome":
+            self._on_welcome(header)
+        elif kind == "message":
+            self._on_task(decode(frames))
+        elif kind == "run":
+            self._on_run(header)
+        elif kind == "run_end":
+            self._on_run_end(header["run_id"])
+        elif kind == "credit_grant":
+            pending = self._awaiting_credit.pop(header["reply_to"], None)
+            if pending is not None:
+                self._send(pending)
+        elif kind == "reregister":
+            log.info("link_asks_reregister", reason=header["reason"])
+            self._registered.clear()
+            self._next_hello = time.monotonic()
+        elif kind == "refused":
+            self._on_refused(header)
+
+    def _on_welcome(self, header: dict[str, Any]) -> None:
+        self.node_id = header["node_id"]
+        self._interval = float(header["heartbeat_interval"])
+        self._timeout = float(header["heartbeat_timeout"])
+        self._credit_threshold = header["credit_threshold"]
+        self._failures = 0
+        self.registrations += 1
+        self._next_ping = time.monotonic() + self._interval
+        for ctx in self._contexts.values():
+            ctx.node_id = header["node_id"]
+        self._registered.set()
+        log.info("node_registered", node_id=self.node_id, link=self.link)
+
+    def _on_refused(self, header: dict[str, Any]) -> None:
+        reply_to = header.get("reply_to")
+        if isinstance(reply_to, str):
+            self._awaiting_credit.pop(reply_to, None)
+        log.warning("link_refused", code=header["code"], reason=header["reason"], reply_to=reply_to)
+
+    def _on_run(self, header: dict[str, Any]) -> None:
+        run_id = header["run_id"]
+        ctx = self._contexts.get(run_id)
+        if ctx is None:
+            self._contexts[run_id] = Context(
+                run_id=run_id,
+                node_id=self.node_id or 0,
+                node_config=dict(self.node_config),
+                run_config=header["run_config"],
+            )
+        else:
+            ctx.run_config = header["run_config"]
+
+    def _on_run_end(self, run_id: int) -> None:
+        self._contexts.pop(run_id, None)
+        pool = self._workers.pop(run_id, None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        log.info("run_ended", run_id=run_id)
+
+    # ------------------------------------------------------------------- tasks
+
+    def _on_task(self, msg: Message) -> None:
+        meta = msg.metadata
+        if meta.dst_node_id != self.node_id or meta.is_expired():
+            log.warning("task_dropped", message_id=meta.message_id, expired=meta.is_expired())
+            return
+        ctx = self._contexts.get(meta.run_id)
+        if ctx is None:
+            ctx = Context(
+                run_id=meta.run_id, node_id=meta.dst_node_id, node_config=dict(self.node_config)
+            )
+            self._contexts[meta.run_id] = ctx
+        pool = self._workers.get(meta.run_id)
+        if pool is None:
+            pool = ThreadPoolExecutor(1, thread_name_prefix=f"fedzero-run-{meta.run_id}")
+            self._workers[meta.run_id] = pool
+        pool.submit(self._execute, msg, ctx)
+
+    def _execute(self, msg: Message, ctx: Context) -> None:
+        """Run the ClientApp on a worker thread; queue the reply for the IO thread."""
+        started = time.perf_counter()
+        self._outbox.put(handle_message(self.app, msg, ctx))
+        log.debug(
+            "task_done",
+            run_id=ctx.run_id,
+            message_type=msg.metadata.message_type,
+            secs=round(time.perf_counter() - started, 4),
+        )
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"r")
+
+    def _flush_outbox(self) -> None:
+        while True:
+            try:
+                reply = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            frames = encode(reply)
+            nbytes = frames_nbytes(frames)
+            if nbytes > self._credit_threshold:
+                reply_to = reply.metadata.reply_to_message_id
+                self._awaiting_credit[reply_to] = frames
+                self._send(control("credit_request", reply_to=reply_to, nbytes=nbytes))
+            elif not self._send(frames):
+                log.warning("reply_not_sent", reply_to=reply.metadata.reply_to_message_id)
+
+
+def handle_message(app: ClientApp, msg: Message, ctx: Context) -> Message:
+    """Call the ClientApp; turn every failure into an error reply."""
+    meta = msg.metadata
+    if app.handler_for(meta.message_type) is None:
+        reason = f"no handler for {meta.message_type!r}; the app handles {app.message_types}"
+        return msg.create_error_reply(Error(ErrorCode.UNSUPPORTED, reason))
+    try:
+        return app(msg, ctx)
+    except Exception as exc:  # the app's failure must not take the node down
+        log.error(
+            "client_app_raised",
+            run_id=meta.run_id,
+            message_type=meta.message_type,
+            error=repr(exc),
+            traceback=traceback.format_exc(),
+        )
+        reason = f"{type(exc).__name__}: {exc}"
+        return msg.create_error_reply(Error(ErrorCode.CLIENT_APP_RAISED, reason[:2000]))
