@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import structlog
@@ -27,10 +27,12 @@ from fedzero.core._errors import (
 )
 from fedzero.core._message import SERVER_NODE_ID, Message
 from fedzero.core._protocol import control, parse_envelope
-from fedzero.core._records import RecordDict
+from fedzero.core._records import MetricRecord, RecordDict
 from fedzero.core._security import CurveKeys, apply_client_curve
 
 log = structlog.get_logger(__name__)
+
+Listener = Callable[[dict[str, Any]], None]
 
 VERSION: Final = "fedzero/1"
 
@@ -46,6 +48,9 @@ class Grid:
         connect_timeout: seconds to wait for the link to answer the hello.
         heartbeat_interval: seconds between pings while waiting.
         heartbeat_timeout: the link is considered gone after this much silence.
+        listeners: callables that receive progress events (dicts with an
+            ``"event"`` key: ``"sent"``, ``"reply"``, ``"report"``), e.g. a
+            progress display.
 
     Raises:
         FedzeroTimeoutError: the link did not answer within ``connect_timeout``.
@@ -61,7 +66,9 @@ class Grid:
         connect_timeout: float = 10.0,
         heartbeat_interval: float = 1.0,
         heartbeat_timeout: float = 5.0,
+        listeners: Iterable[Listener] = (),
     ) -> None:
+        self._listeners = list(listeners)
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -106,11 +113,15 @@ class Grid:
         """The run's configuration, as the link holds it."""
         return dict(self._run_config)
 
-    def get_node_ids(self, timeout: float = 10.0) -> list[int]:
-        """Return the ids of the nodes that are online now."""
+    def get_node_ids(self, min_nodes: int = 0, timeout: float = 10.0) -> list[int]:
+        """Return the ids of the online nodes, once at least ``min_nodes`` are online.
+
+        The link answers as soon as enough nodes are online (no polling), or
+        after ``timeout`` with those there are.
+        """
         self._nodes = None
-        self._send(control("get_nodes"))
-        if not self._wait(lambda: self._nodes is not None, timeout):
+        self._send(control("get_nodes", min_nodes=int(min_nodes), timeout=float(timeout)))
+        if not self._wait(lambda: self._nodes is not None, timeout + 5.0):
             raise FedzeroTimeoutError(f"link did not list its nodes within {timeout}s")
         return list(self._nodes or [])
 
@@ -145,7 +156,24 @@ class Grid:
             ids.append(meta.message_id)
         for group in groups.values():
             self._push_group(group)
+            meta = group[0].metadata
+            self._emit(
+                event="sent",
+                message_type=meta.message_type,
+                group_id=meta.group_id,
+                count=len(group),
+            )
         return ids
+
+    def report(self, server_round: int, metrics: Mapping[str, float | int]) -> None:
+        """Record a round's metrics (e.g. central accuracy) with the link.
+
+        The link keeps them with the run (stats API, dashboard), and listeners
+        such as ``fedzero local``'s progress display show them.
+        """
+        clean = dict(MetricRecord(dict(metrics)))
+        self._send(control("report", round=int(server_round), metrics=clean))
+        self._emit(event="report", round=int(server_round), metrics=clean)
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         """Return the replies that have arrived for ``message_ids`` (without waiting)."""
@@ -252,7 +280,15 @@ class Grid:
             kind, header, _ = parse_envelope(frames)
             if kind == "message":
                 msg = decode(frames)
-                self._replies[msg.metadata.reply_to_message_id] = msg
+                meta = msg.metadata
+                self._replies[meta.reply_to_message_id] = msg
+                self._emit(
+                    event="reply",
+                    message_type=meta.message_type,
+                    group_id=meta.group_id,
+                    node_id=meta.src_node_id,
+                    error=msg.has_error(),
+                )
             elif kind == "app_welcome":
                 self._run_id = header["run_id"]
                 self._run_config = header["run_config"]
@@ -262,6 +298,13 @@ class Grid:
                 raise ProtocolError(f"link refused: {header['reason']}")
         except DeserializationError as exc:
             log.warning("grid_malformed_from_link", error=str(exc))
+
+    def _emit(self, **event: Any) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a display must never break the run
+                log.exception("grid_listener_failed")
 
     def _wait(self, done: Any, timeout: float | None) -> bool:
         """Handle incoming messages until ``done()`` or the deadline; return done()."""
@@ -291,13 +334,14 @@ def run_server_app(
     run_config: UserConfig | None = None,
     run_id: int | None = None,
     curve: CurveKeys | None = None,
+    listeners: Iterable[Listener] = (),
 ) -> Context:
     """Run a :class:`ServerApp` in this process against a running link.
 
     Returns:
         The context the app ran with (its ``state`` holds what the app stored).
     """
-    with Grid(link, run_id=run_id, run_config=run_config, curve=curve) as grid:
+    with Grid(link, run_id=run_id, run_config=run_config, curve=curve, listeners=listeners) as grid:
         context = Context(run_id=grid.run_id, node_id=SERVER_NODE_ID, run_config=grid.run_config)
         app(grid, context)
     return context

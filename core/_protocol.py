@@ -39,7 +39,8 @@ KINDS: Final[dict[str, dict[str, str]]] = {
     "refused": {"code": "int", "reason": "str"},
     # ServerApp -> link
     "app_hello": {"run_id": "int?", "run_config": "dict", "version": "str"},
-    "get_nodes": {},
+    "get_nodes": {"min_nodes": "int", "timeout": "num"},
+    "report": {"round": "int", "metrics": "dict"},
     "push": {"metadata": "dict", "content": "list", "dst": "list", "aggregate": "dict?"},
     "app_bye": {},
     # link -> ServerApp

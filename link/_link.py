@@ -29,6 +29,7 @@ from fedzero.core import (
     ErrorCode,
     Message,
     Metadata,
+    MetricRecord,
     decode,
     encode,
 )
@@ -75,8 +76,10 @@ class Link:
         )
         self.stats: Counter[str] = Counter()
         self._next_run_id = 1
+        self._node_waiters: list[tuple[bytes, int, float]] = []
         self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
+        self.startup_error: BaseException | None = None
+        """Why :meth:`run` returned without serving (bind or key errors), if it did."""
         self._thread: threading.Thread | None = None
         self._stop_requested = False
         self._auth: Any = None
@@ -97,9 +100,9 @@ class Link:
         self._thread.start()
         if not self._ready.wait(timeout):
             raise TimeoutError("link did not start")
-        if self._startup_error is not None:
+        if self.startup_error is not None:
             self._thread.join()
-            raise self._startup_error
+            raise self.startup_error
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -131,7 +134,7 @@ class Link:
         try:
             self._bind()
         except BaseException as exc:
-            self._startup_error = exc
+            self.startup_error = exc
             self._ready.set()
             wake.close(linger=0)
             self._close()
@@ -207,8 +210,11 @@ class Link:
             if now >= next_check:
                 self._check_liveness(now)
                 self._expire(time.time())
+                self._answer_node_waiters(now)
                 next_check = now + self.config.heartbeat_interval / 2
             events = dict(poller.poll(self._poll_timeout_ms(next_check)))
+            if not events:
+                self._answer_node_waiters(time.monotonic())
             if wake in events:
                 self._on_wake(wake)
             if self._fleet in events:
@@ -221,6 +227,8 @@ class Link:
         expiry = self._pending.next_expiry()
         if expiry is not None:
             wait = min(wait, expiry - time.time())
+        if self._node_waiters:
+            wait = min(wait, min(d for _, _, d in self._node_waiters) - time.monotonic())
         return max(0, int(wait * 1000) + 1)
 
     def _on_wake(self, wake: zmq.Socket[bytes]) -> None:
@@ -504,14 +512,38 @@ class Link:
         elif kind == "ping":
             self._send(self._app, rid, control("pong"))
         elif kind == "get_nodes":
-            online = sorted(n.node_id for n in self._nodes.values() if n.online)
-            self._send(self._app, rid, control("nodes", node_ids=online))
+            deadline = time.monotonic() + min(float(header["timeout"]), 3600.0)
+            self._node_waiters.append((rid, header["min_nodes"], deadline))
+            self._answer_node_waiters(time.monotonic())
+        elif kind == "report":
+            self._on_report(run, header)
         elif kind == "push":
             self._on_push(rid, run, header, views)
         elif kind == "app_bye":
             self._end_run(run, RunStatus.FINISHED)
         else:
             self._refuse(self._app, rid, ErrorCode.UNSUPPORTED, f"kind {kind!r} not accepted here")
+
+    def _answer_node_waiters(self, now: float) -> None:
+        if not self._node_waiters:
+            return
+        online = sorted(n.node_id for n in self._nodes.values() if n.online)
+        waiting = []
+        for rid, min_nodes, deadline in self._node_waiters:
+            if len(online) >= min_nodes or now >= deadline:
+                self._send(self._app, rid, control("nodes", node_ids=online))
+            else:
+                waiting.append((rid, min_nodes, deadline))
+        self._node_waiters = waiting
+
+    def _on_report(self, run: Run, header: dict[str, Any]) -> None:
+        try:
+            metrics = dict(MetricRecord(header["metrics"]))
+        except (TypeError, ValueError) as exc:
+            self._refuse(self._app, run.app_routing_id or b"", ErrorCode.MALFORMED, str(exc))
+            return
+        run.history.append({"round": header["round"], "metrics": metrics, "at": time.time()})
+        log.info("round_reported", run_id=run.run_id, round=header["round"], **metrics)
 
     def _on_app_hello(self, rid: bytes, header: dict[str, Any]) -> None:
         run_id = header.get("run_id")

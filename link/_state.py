@@ -47,6 +47,7 @@ class Run:
     messages_sent: int = 0
     replies: int = 0
     failures: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(slots=True)

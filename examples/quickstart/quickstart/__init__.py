@@ -1,0 +1,1 @@
+"""fedzero quickstart: federated softmax regression on handwritten digits."""
