@@ -1,0 +1,173 @@
+"""Server-side optimizers applied to the aggregated update (Reddi et al. 2021; Hsu et al. 2019).
+
+Each optimizer keeps its state (moments) per array name across rounds and turns
+``(current model, aggregated model)`` into the next model in one fused parallel
+pass per array. Formulas and defaults follow Flower's FedAdam, FedYogi,
+FedAdagrad and FedAvgM. Arithmetic runs in float64 for float64 models, float32
+otherwise (state arrays use the same dtype), and results are cast back to the
+model dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _kernels as k
+from ._config import parallel_launch
+from ._robust import default_accumulator_dtype
+
+__all__ = ["FedAdagrad", "FedAdam", "FedAvgM", "FedYogi"]
+
+Arrays = Mapping[str, Any]
+
+
+def _work(name: str, current: Arrays, aggregated: Arrays) -> tuple[np.ndarray, np.ndarray]:
+    if name not in aggregated:
+        msg = f"aggregated arrays lack {name!r}; pass the same names as the current model"
+        raise ValueError(msg)
+    x = np.asarray(current[name])
+    agg = np.asarray(aggregated[name])
+    if x.shape != agg.shape:
+        msg = f"array {name!r}: aggregated shape {agg.shape} != current shape {x.shape}"
+        raise ValueError(msg)
+    dtype = default_accumulator_dtype(x.dtype)
+    xw = np.ascontiguousarray(x, dtype).reshape(-1)
+    aw = np.ascontiguousarray(agg, dtype).reshape(-1)
+    return xw, aw
+
+
+def _check_names(current: Arrays, aggregated: Arrays) -> None:
+    if set(current) != set(aggregated):
+        msg = (
+            f"current and aggregated arrays have different names: "
+            f"{sorted(set(current) ^ set(aggregated))}; pass matching models"
+        )
+        raise ValueError(msg)
+
+
+@dataclass
+class _FedOpt:
+    eta: float
+    eta_l: float
+    beta_1: float
+    beta_2: float
+    tau: float
+    m_t: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    v_t: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _kind = k.OPT_ADAM
+
+    def _eta(self, server_round: int) -> float:
+        return self.eta
+
+    def step(
+        self, current: Arrays, aggregated: Arrays, server_round: int = 1
+    ) -> dict[str, np.ndarray]:
+        """Return the next model and update the moments in place.
+
+        Args:
+            current: The model sent this round (name to array).
+            aggregated: The aggregate of the clients' replies (same names/shapes).
+            server_round: Round number, 1-based (FedAdam's bias correction uses it).
+
+        Raises:
+            ValueError: On mismatched names or shapes.
+        """
+        _check_names(current, aggregated)
+        eta = self._eta(server_round)
+        out: dict[str, np.ndarray] = {}
+        for name in current:
+            x, agg = _work(name, current, aggregated)
+            m = self.m_t.setdefault(name, np.zeros_like(x))
+            v = self.v_t.setdefault(name, np.zeros_like(x))
+            new = np.empty_like(x)
+            with parallel_launch():
+                k.fedopt_step(
+                    x, agg, m, v, new, self.beta_1, self.beta_2, eta, self.tau, self._kind
+                )
+            src = np.asarray(current[name])
+            out[name] = new.reshape(src.shape).astype(src.dtype, copy=False)
+        return out
+
+
+@dataclass
+class FedAdam(_FedOpt):
+    """FedAdam: ``v = b2*v + (1-b2)*d^2``; step scaled by Adam's bias correction.
+
+    ``eta_t = eta * sqrt(1 - b2^(t+1)) / (1 - b1^(t+1))`` as in Flower, with ``t``
+    the server round. ``eta_l`` is the client learning rate, kept for configs.
+    """
+
+    eta: float = 1e-1
+    eta_l: float = 1e-1
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+    tau: float = 1e-9
+    _kind = k.OPT_ADAM
+
+    def _eta(self, server_round: int) -> float:
+        t = server_round + 1.0
+        return float(self.eta * np.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t))
+
+
+@dataclass
+class FedYogi(_FedOpt):
+    """FedYogi: ``v = v - (1-b2) * d^2 * sign(v - d^2)``."""
+
+    eta: float = 1e-2
+    eta_l: float = 0.0316
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+    tau: float = 1e-3
+    _kind = k.OPT_YOGI
+
+
+@dataclass
+class FedAdagrad(_FedOpt):
+    """FedAdagrad: ``v = v + d^2`` (Flower's defaults: no momentum, ``beta_1 = 0``)."""
+
+    eta: float = 1e-1
+    eta_l: float = 1e-1
+    beta_1: float = 0.0
+    beta_2: float = 0.0
+    tau: float = 1e-9
+    _kind = k.OPT_ADAGRAD
+
+
+@dataclass
+class FedAvgM:
+    """FedAvg with server momentum (Hsu et al. 2019), Flower's formulation.
+
+    ``g = current - aggregated``; with momentum, ``mom = momentum * mom + g`` (just
+    ``g`` on the first step); ``next = current - server_learning_rate * mom``.
+    """
+
+    server_learning_rate: float = 1.0
+    server_momentum: float = 0.0
+    momentum_vector: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def step(
+        self, current: Arrays, aggregated: Arrays, server_round: int = 1
+    ) -> dict[str, np.ndarray]:
+        """Return the next model and update the momentum buffer.
+
+        Raises:
+            ValueError: On mismatched names or shapes.
+        """
+        _check_names(current, aggregated)
+        out: dict[str, np.ndarray] = {}
+        for name in current:
+            x, agg = _work(name, current, aggregated)
+            first = name not in self.momentum_vector
+            mom = self.momentum_vector.setdefault(name, np.zeros_like(x))
+            new = np.empty_like(x)
+            with parallel_launch():
+                k.momentum_step(
+                    x, agg, mom, new, self.server_learning_rate, self.server_momentum, first
+                )
+            src = np.asarray(current[name])
+            out[name] = new.reshape(src.shape).astype(src.dtype, copy=False)
+        return out
