@@ -204,7 +204,15 @@ class Grid:
         """
         if aggregate is not None:
             raise NotImplementedError("link-side aggregation is not available yet")
-        ids = self.push_messages(messages)
+        return self.receive(self.push_messages(messages), timeout=timeout)
+
+    def receive(self, message_ids: Iterable[str], *, timeout: float | None = None) -> list[Message]:
+        """Wait for the replies to pushed messages; return them in the order of the ids.
+
+        Returns as soon as every reply (or error reply) is in, or at ``timeout``
+        with those received by then.
+        """
+        ids = list(message_ids)
         self._wait(lambda: all(mid in self._replies for mid in ids), timeout)
         return self.pull_messages(ids)
 

@@ -23,6 +23,7 @@ KINDS: Final[dict[str, dict[str, str]]] = {
     "hello": {"node_id": "int?", "node_config": "dict", "version": "str"},
     "ping": {},
     "credit_request": {"reply_to": "str", "nbytes": "int"},
+    "bye": {"reason": "str"},
     # link -> node
     "welcome": {
         "node_id": "int",

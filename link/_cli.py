@@ -31,6 +31,9 @@ def main(
         int, typer.Option(help="Large uploads admitted at once.")
     ] = 4,
     max_upload_mb: Annotated[int, typer.Option(help="MB of large uploads admitted at once.")] = 256,
+    max_message_mb: Annotated[
+        int, typer.Option(help="Largest frame accepted, in MB (bigger ones disconnect).")
+    ] = 4096,
     curve_secret_key: Annotated[
         Optional[Path],  # noqa: UP045 - typer needs Optional here
         typer.Option(help="The link's CURVE .key_secret file (enables CURVE)."),
@@ -50,6 +53,7 @@ def main(
         heartbeat_timeout=heartbeat_timeout,
         max_concurrent_uploads=max_concurrent_uploads,
         max_upload_bytes=max_upload_mb * 2**20,
+        max_message_bytes=max_message_mb * 2**20,
         curve_secret_key=curve_secret_key,
         allowed_keys_dir=allowed_keys_dir,
     )

@@ -36,6 +36,8 @@ class CreditWindow:
         self._granted: dict[str, CreditRequest] = {}
         self._bytes = 0
         self._waiting: OrderedDict[int, deque[CreditRequest]] = OrderedDict()
+        self.high_water = 0
+        """Most uploads ever admitted at once."""
 
     @property
     def in_flight(self) -> int:
@@ -104,6 +106,7 @@ class CreditWindow:
             req = queue.popleft()
             self._granted[req.reply_to] = req
             self._bytes += req.nbytes
+            self.high_water = max(self.high_water, len(self._granted))
             granted.append(req)
             del self._waiting[run_id]
             if queue:  # round-robin: this run goes to the back of the line

@@ -364,6 +364,8 @@ class Link:
             self._on_credit_request(node, header)
         elif kind == "message":
             self._on_reply(node, frames)
+        elif kind == "bye":
+            self._node_offline(node, f"node said bye: {header['reason']}")
         else:
             self.stats["fleet_unexpected_kind"] += 1
             self._refuse(
@@ -637,6 +639,11 @@ class Link:
     def node_ids(self, online_only: bool = True) -> list[int]:
         """Ids of registered nodes (thread-safe snapshot for tests and tools)."""
         return sorted(n.node_id for n in list(self._nodes.values()) if n.online or not online_only)
+
+    @property
+    def credit_high_water(self) -> int:
+        """Most large uploads the link ever admitted at once."""
+        return self._credit.high_water
 
     def runs(self) -> list[Run]:
         """A snapshot of the runs."""

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import structlog
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from fedzero.core import (
     ClientApp,
@@ -81,6 +82,8 @@ class NodeAgent:
         self._credit_threshold = 2**20
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sock: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._handshake_failed = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._outbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
@@ -126,8 +129,12 @@ class NodeAgent:
         finally:
             for pool in self._workers.values():
                 pool.shutdown(wait=False, cancel_futures=True)
+            if self._monitor is not None:
+                self._monitor.close(linger=0)
             if self._sock is not None:
-                self._sock.close(linger=0)
+                if self._registered.is_set():  # tell the link now, not after a timeout
+                    self._send(control("bye", reason="node stopping"))
+                self._sock.close(linger=500)
             self._ctx.term()
             self._wake_r.close()
             self._wake_w.close()
@@ -137,7 +144,10 @@ class NodeAgent:
 
     def _connect(self) -> None:
         if self._sock is not None:
+            self._sock.disable_monitor()
             self._sock.close(linger=0)
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a link that is not there
@@ -145,6 +155,11 @@ class NodeAgent:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self._backoff[1] * 1000))
         if self._curve is not None:
             apply_client_curve(sock, self._curve)
+        # A failed handshake (e.g. our CURVE key is not allowed) ends a connection for
+        # good in libzmq: watch for it, say so, and retry on a fresh socket.
+        self._monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        )
         sock.connect(self.link)
         self._sock = sock
         self._registered.clear()
@@ -166,6 +181,9 @@ class NodeAgent:
         return True
 
     def _hello(self, now: float) -> None:
+        if self._handshake_failed:
+            self._handshake_failed = False
+            self._connect()
         sent = self._send(
             control("hello", node_id=self.node_id, node_config=self.node_config, version=VERSION)
         )
@@ -177,13 +195,17 @@ class NodeAgent:
     def _loop(self) -> None:
         poller = zmq.Poller()
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
-        sock = None
+        sock: zmq.Socket[bytes] | None = None
+        monitor: zmq.Socket[bytes] | None = None
         while not self._stop.is_set():
             if sock is not self._sock:
-                if sock is not None:
-                    poller.unregister(sock)
-                sock = self._sock
-                poller.register(sock, zmq.POLLIN)
+                for old in (sock, monitor):
+                    if old is not None:
+                        poller.unregister(old)
+                sock, monitor = self._sock, self._monitor
+                for new in (sock, monitor):
+                    if new is not None:
+                        poller.register(new, zmq.POLLIN)
             now = time.monotonic()
             self._tick(now)
             wait = (self._next_ping if self._registered.is_set() else self._next_hello) - now
@@ -192,6 +214,8 @@ class NodeAgent:
                 with contextlib.suppress(BlockingIOError):
                     self._wake_r.recv(4096)
             self._flush_outbox()
+            if monitor in events:
+                self._on_monitor()
             if sock in events:
                 self._drain()
 
@@ -212,6 +236,22 @@ class NodeAgent:
         if now >= self._next_ping:
             self._send(control("ping"))
             self._next_ping = now + self._interval
+
+    def _on_monitor(self) -> None:
+        assert self._monitor is not None  # noqa: S101
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handshake_failed = True
+            self._next_hello = time.monotonic() + self._backoff_delay()
+            log.error(
+                "link_handshake_failed",
+                link=self.link,
+                zmq_event=zmq.Event(event["event"]).name,
+                advice="is this node's public key in the link's allowed keys directory?",
+            )
 
     def _drain(self) -> None:
         assert self._sock is not None  # noqa: S101

@@ -1,0 +1,106 @@
+"""Helpers to run real links and nodes: as processes (by PID) or in-process threads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedzero.core import ArrayRecord, ClientApp, Grid, Message, RecordDict
+from fedzero.link import Link, LinkConfig
+from fedzero.node import NodeAgent
+
+ECHO_APP = Path(__file__).parent / "apps" / "echo"
+FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0}
+
+
+@contextlib.contextmanager
+def socket_dir() -> Iterator[Path]:
+    """A short private directory for ipc:// sockets (paths are limited to ~100 chars)."""
+    with tempfile.TemporaryDirectory(prefix="fz-") as tmp:
+        yield Path(tmp)
+
+
+@dataclass
+class Procs:
+    """Processes started by a test; every one is stopped by PID at the end."""
+
+    items: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def spawn(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)  # fmt: skip
+        self.items.append(proc)
+        return proc
+
+    def link(self, tmp: Path, name: str = "link", *extra: str) -> subprocess.Popen[bytes]:
+        return self.spawn(["-m", "fedzero.link", "--fleet-address", f"ipc://{tmp}/fleet",
+                           "--app-address", f"ipc://{tmp}/app", "--heartbeat-interval", "0.2",
+                           "--heartbeat-timeout", "1.0", "--log-level", "info", *extra],
+                          tmp / f"{name}.log")  # fmt: skip
+
+    def node(
+        self, tmp: Path, name: str, node_config: str, app: Path = ECHO_APP
+    ) -> subprocess.Popen[bytes]:
+        return self.spawn(["-m", "fedzero.node", "--app", str(app), "--link", f"ipc://{tmp}/fleet",
+                           "--node-config", node_config, "--log-level", "info"],
+                          tmp / f"{name}.log")  # fmt: skip
+
+    def stop_all(self) -> None:
+        for proc in self.items:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.items:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@contextlib.contextmanager
+def processes() -> Iterator[Procs]:
+    procs = Procs()
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+@contextlib.contextmanager
+def federation(
+    app: ClientApp, node_configs: list[dict[str, Any]], **link_options: Any
+) -> Iterator[tuple[Link, list[NodeAgent]]]:
+    """A link and nodes as threads of this process, on ephemeral loopback ports."""
+    options = {"fleet_address": "tcp://127.0.0.1:0", "app_address": "tcp://127.0.0.1:0", **FAST}
+    link = Link(LinkConfig(**{**options, **link_options})).start()
+    nodes: list[NodeAgent] = []
+    try:
+        for cfg in node_configs:
+            nodes.append(NodeAgent(app, link.fleet_endpoint, node_config=cfg).start())
+        for node in nodes:
+            assert node.wait_registered(10), "node did not register"
+        yield link, nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        link.stop()
+
+
+def model(n: int = 8, dtype: Any = np.float32) -> RecordDict:
+    return RecordDict({"arrays": ArrayRecord({"w": np.arange(n, dtype=dtype)})})
+
+
+def train_all(grid: Grid, node_ids: list[int], content: RecordDict, **kw: Any) -> list[Message]:
+    msgs = [grid.create_message(content, "train", n, group_id="1") for n in node_ids]
+    return grid.send_and_receive(msgs, **kw)
