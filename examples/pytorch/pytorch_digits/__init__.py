@@ -1,0 +1,1 @@
+"""fedzero + PyTorch: federated training of a small CNN on handwritten digits."""
