@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fedzero.core import ArrayRecord, ClientApp, Context, Message, MetricRecord, RecordDict
-
 from pytorch_digits.task import Net, load_partition, train
 
 app = ClientApp()

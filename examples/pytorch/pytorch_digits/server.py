@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from fedzero.core import ArrayRecord, Context, Grid, RecordDict, ServerApp
-
 from pytorch_digits.task import Net, evaluate, load_test_set
 
 app = ServerApp()

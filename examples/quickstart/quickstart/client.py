@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fedzero.core import ArrayRecord, ClientApp, Context, Message, MetricRecord, RecordDict
-
 from quickstart.task import evaluate, load_partition, train
 
 app = ClientApp()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from fedzero.core import ArrayRecord, ConfigRecord, Context, Grid, RecordDict, ServerApp
-
 from quickstart.task import evaluate, initial_model, load_test_set
 
 app = ServerApp()
@@ -35,14 +34,15 @@ def main(grid: Grid, context: Context) -> None:
         weights /= weights.sum()
         model = {
             name: sum(
-                w * r.content.array_records["arrays"][name] for w, r in zip(weights, replies)
+                w * r.content.array_records["arrays"][name]
+                for w, r in zip(weights, replies, strict=True)
             ).astype(np.float32)
             for name in model
         }
         train_loss = float(
             sum(
                 w * r.content.metric_records["metrics"]["train-loss"]
-                for w, r in zip(weights, replies)
+                for w, r in zip(weights, replies, strict=True)
             )
         )
         loss, accuracy = evaluate(model, x_test, y_test)
