@@ -1,52 +1,31 @@
-"""The link: a single IO thread that routes messages between ServerApps and nodes.
+"""The link: a single IO thread that serves nodes and ServerApps.
 
 One thread owns the fleet ROUTER (nodes), the app ROUTER (ServerApps) and a
-wake-up socket; it never blocks on anything but ``zmq.poll``. Tensor frames are
-relayed as views of the received buffers: a push from a ServerApp is received
-once and its payload frames are sent to every destination node without copying.
+wake-up socket, and never blocks on anything but ``zmq.poll``; the
+:class:`~fedzero.link._router.Router` it drives holds all state.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import errno
-import hashlib
-import secrets
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
 import zmq
 
-from fedzero.core import (
-    ConfigurationError,
-    DecodeLimits,
-    DeserializationError,
-    Error,
-    ErrorCode,
-    Message,
-    Metadata,
-    MetricRecord,
-    decode,
-    encode,
-)
-from fedzero.core._codec import decode_content, decode_metadata, encode_header, frames_nbytes
-from fedzero.core._message import MAX_ID, new_message_id
-from fedzero.core._protocol import control, parse_envelope
-from fedzero.core._safetensors import parse_payload
+from fedzero.core import ConfigurationError
 from fedzero.core._security import CurveKeys, apply_server_curve
 from fedzero.link._config import LinkConfig
-from fedzero.link._credit import CreditRequest, CreditWindow
 from fedzero.link._endpoints import bind_router, check_public_bind
-from fedzero.link._state import Node, Pending, PendingTable, Run, RunStatus
+from fedzero.link._router import Router
+from fedzero.link._state import Run
 
 log = structlog.get_logger(__name__)
 
 _BATCH: Final = 256  # messages handled per socket per loop turn (fairness)
-_RECENT: Final = 65_536  # answered message ids remembered to name duplicates
 
 
 class Link:
@@ -57,36 +36,28 @@ class Link:
 
     Args:
         config: the settings (default: loopback, no CURVE).
+
+    Raises:
+        ConfigurationError: a setting is invalid (the message names it).
     """
 
     def __init__(self, config: LinkConfig | None = None) -> None:
         self.config = config or LinkConfig()
         self.config.validate()
-        self._limits = DecodeLimits()
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._wake_address = f"inproc://fedzero-link-wake-{id(self):x}"
-        self._nodes: dict[int, Node] = {}
-        self._node_by_rid: dict[bytes, int] = {}
-        self._runs: dict[int, Run] = {}
-        self._run_by_app: dict[bytes, int] = {}
-        self._pending = PendingTable()
-        self._recent: OrderedDict[str, None] = OrderedDict()
-        self._credit = CreditWindow(
-            self.config.max_concurrent_uploads, self.config.max_upload_bytes
-        )
         self.stats: Counter[str] = Counter()
-        self._next_run_id = 1
-        self._node_waiters: list[tuple[bytes, int, float]] = []
-        self._ready = threading.Event()
+        """Event counters (replies, drops by reason, malformed input, ...)."""
         self.startup_error: BaseException | None = None
         """Why :meth:`run` returned without serving (bind or key errors), if it did."""
+        self.fleet_endpoint = ""
+        self.app_endpoint = ""
+        self._router: Router | None = None
+        self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop_requested = False
         self._auth: Any = None
-        self.fleet_endpoint = ""
-        self.app_endpoint = ""
-        self._fleet_s: zmq.Socket[bytes] | None = None
-        self._app_s: zmq.Socket[bytes] | None = None
+        self._sockets: list[zmq.Socket[bytes]] = []
 
     # --------------------------------------------------------------- lifecycle
 
@@ -128,43 +99,41 @@ class Link:
             sock.close(linger=1000)
 
     def run(self) -> None:
-        """Serve until :meth:`stop`; binds, loops, then closes everything."""
+        """Serve until :meth:`stop`: bind, loop, then close everything."""
         wake = self._ctx.socket(zmq.PULL)
         wake.bind(self._wake_address)
         try:
-            self._bind()
+            router = self._bind()
         except BaseException as exc:
             self.startup_error = exc
             self._ready.set()
             wake.close(linger=0)
             self._close()
             return
+        self._router = router
         self._ready.set()
-        log.info(
-            "link_started",
-            fleet=self.fleet_endpoint,
-            app=self.app_endpoint,
-            curve=self.config.curve_enabled,
-        )
+        log.info("link_started", fleet=self.fleet_endpoint, app=self.app_endpoint,
+                 curve=self.config.curve_enabled)  # fmt: skip
         try:
-            self._loop(wake)
+            self._loop(wake, router)
         finally:
             wake.close(linger=0)
             self._close()
             log.info("link_stopped", **dict(self.stats))
 
-    def _bind(self) -> None:
+    def _bind(self) -> Router:
         cfg = self.config
         check_public_bind(cfg.fleet_address, cfg.curve_enabled, "fleet")
         check_public_bind(cfg.app_address, False, "app")
-        self._fleet_s = bind_router(
-            self._ctx, cfg.fleet_address, cfg.max_message_bytes, self._fleet_security()
-        )
-        self._app_s = bind_router(self._ctx, cfg.app_address, cfg.max_message_bytes, None)
-        self.fleet_endpoint = self._fleet.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.app_endpoint = self._app.getsockopt_string(zmq.LAST_ENDPOINT)
+        fleet = bind_router(self._ctx, cfg.fleet_address, cfg.max_message_bytes, self._security())
+        self._sockets.append(fleet)
+        app = bind_router(self._ctx, cfg.app_address, cfg.max_message_bytes, None)
+        self._sockets.append(app)
+        self.fleet_endpoint = fleet.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.app_endpoint = app.getsockopt_string(zmq.LAST_ENDPOINT)
+        return Router(cfg, fleet, app, self.stats)
 
-    def _fleet_security(self) -> Callable[[zmq.Socket[bytes]], None] | None:
+    def _security(self) -> Callable[[zmq.Socket[bytes]], None] | None:
         cfg = self.config
         if cfg.curve_secret_key is None:
             return None
@@ -179,57 +148,35 @@ class Link:
         return lambda sock: apply_server_curve(sock, keys)
 
     def _close(self) -> None:
-        for sock in (self._fleet_s, self._app_s):
-            if sock is not None:
-                sock.close(linger=0)
+        for sock in self._sockets:
+            sock.close(linger=0)
         if self._auth is not None:
             self._auth.stop()
         self._ctx.term()
 
-    @property
-    def _fleet(self) -> zmq.Socket[bytes]:
-        if self._fleet_s is None:
-            raise RuntimeError("the link is not running")
-        return self._fleet_s
-
-    @property
-    def _app(self) -> zmq.Socket[bytes]:
-        if self._app_s is None:
-            raise RuntimeError("the link is not running")
-        return self._app_s
-
     # -------------------------------------------------------------------- loop
 
-    def _loop(self, wake: zmq.Socket[bytes]) -> None:
+    def _loop(self, wake: zmq.Socket[bytes], router: Router) -> None:
+        fleet, app = self._sockets
         poller = zmq.Poller()
-        for sock in (wake, self._fleet, self._app):
+        for sock in (wake, fleet, app):
             poller.register(sock, zmq.POLLIN)
-        next_check = time.monotonic()
+        interval = self.config.heartbeat_interval / 2
+        next_tick = time.monotonic()
         while not self._stop_requested:
-            now = time.monotonic()
-            if now >= next_check:
-                self._check_liveness(now)
-                self._expire(time.time())
-                self._answer_node_waiters(now)
-                next_check = now + self.config.heartbeat_interval / 2
-            events = dict(poller.poll(self._poll_timeout_ms(next_check)))
+            if time.monotonic() >= next_tick:
+                router.tick()
+                next_tick = time.monotonic() + interval
+            wait = min(next_tick - time.monotonic(), router.next_deadline())
+            events = dict(poller.poll(max(0, int(wait * 1000)) + 1))
             if not events:
-                self._answer_node_waiters(time.monotonic())
+                router.tick()
             if wake in events:
                 self._on_wake(wake)
-            if self._fleet in events:
-                self._drain(self._fleet, self._on_fleet)
-            if self._app in events:
-                self._drain(self._app, self._on_app)
-
-    def _poll_timeout_ms(self, next_check: float) -> int:
-        wait = next_check - time.monotonic()
-        expiry = self._pending.next_expiry()
-        if expiry is not None:
-            wait = min(wait, expiry - time.time())
-        if self._node_waiters:
-            wait = min(wait, min(d for _, _, d in self._node_waiters) - time.monotonic())
-        return max(0, int(wait * 1000) + 1)
+            if fleet in events:
+                _drain(fleet, router.on_fleet, self.stats)
+            if app in events:
+                _drain(app, router.on_app, self.stats)
 
     def _on_wake(self, wake: zmq.Socket[bytes]) -> None:
         while True:
@@ -243,429 +190,34 @@ class Link:
                 self._auth.configure_curve(domain="*", location=str(self.config.allowed_keys_dir))
                 log.info("allowed_keys_reloaded", directory=str(self.config.allowed_keys_dir))
 
-    def _drain(
-        self, sock: zmq.Socket[bytes], handle: Callable[[bytes, list[zmq.Frame]], None]
-    ) -> None:
-        for _ in range(_BATCH):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            if len(frames) < 2:
-                self.stats["malformed"] += 1
-                continue
-            handle(frames[0].bytes, frames[1:])
-
-    # --------------------------------------------------------------- sending
-
-    def _send(self, sock: zmq.Socket[bytes], rid: bytes, frames: list[Any]) -> bool:
-        """Send to a peer; False if it is gone (ROUTER_MANDATORY says so)."""
-        try:
-            sock.send_multipart([rid, *frames], copy=False)
-        except zmq.ZMQError as exc:
-            if exc.errno != errno.EHOSTUNREACH:
-                raise
-            return False
-        return True
-
-    def _to_node(self, node: Node, frames: list[Any]) -> bool:
-        if self._send(self._fleet, node.routing_id, frames):
-            return True
-        self._node_offline(node, "unreachable")
-        return False
-
-    def _to_app(self, rid: bytes, frames: list[Any]) -> None:
-        if not self._send(self._app, rid, frames):
-            self.stats["app_unreachable"] += 1
-            log.warning("server_app_unreachable", run_id=self._run_by_app.get(rid))
-
-    def _refuse(
-        self, sock: zmq.Socket[bytes], rid: bytes, code: ErrorCode, reason: str, **extra: Any
-    ) -> None:
-        self._send(sock, rid, control("refused", code=int(code), reason=reason, **extra))
-
-    def _fail(self, entry: Pending, code: ErrorCode, reason: str) -> None:
-        """Answer a pending message with an error reply to its ServerApp."""
-        now = time.time()
-        meta = Metadata(
-            run_id=entry.run_id,
-            message_id=new_message_id(),
-            src_node_id=entry.node_id,
-            dst_node_id=0,
-            reply_to_message_id=entry.message_id,
-            group_id=entry.group_id,
-            message_type=entry.message_type,
-            ttl=max(0.0, entry.expires_at - now),
-            created_at=now,
-        )
-        run = self._runs.get(entry.run_id)
-        if run is not None:
-            run.failures += 1
-        self.stats[f"failed_{code.name.lower()}"] += 1
-        self._to_app(
-            entry.app_routing_id, encode(Message.from_parts(meta, None, Error(code, reason)))
-        )
-
-    def _grant(self, granted: list[CreditRequest]) -> None:
-        for req in granted:
-            node = self._nodes.get(req.node_id)
-            if node is not None and node.online:
-                self._to_node(node, control("credit_grant", reply_to=req.reply_to))
-
-    # ------------------------------------------------------------------ timers
-
-    def _check_liveness(self, now: float) -> None:
-        budget = self.config.heartbeat_timeout
-        for node in [n for n in self._nodes.values() if n.online and now - n.last_seen > budget]:
-            self._node_offline(node, f"no heartbeat for {now - node.last_seen:.1f}s")
-
-    def _expire(self, now: float) -> None:
-        for entry in self._pending.pop_expired(now):
-            self._credit.release(entry.message_id)
-            self._fail(entry, ErrorCode.MESSAGE_EXPIRED, "the message's TTL ran out before a reply")
-
-    def _node_offline(self, node: Node, reason: str) -> None:
-        if not node.online:
-            return
-        node.online = False
-        self._node_by_rid.pop(node.routing_id, None)
-        lost = self._pending.pop_node(node.node_id)
-        log.warning("node_offline", node_id=node.node_id, reason=reason, failed_messages=len(lost))
-        for entry in lost:
-            self._fail(
-                entry, ErrorCode.NODE_UNAVAILABLE, f"node {node.node_id} went offline: {reason}"
-            )
-        self._grant(self._credit.drop_node(node.node_id))
-
-    # ------------------------------------------------------------- fleet side
-
-    def _on_fleet(self, rid: bytes, frames: list[zmq.Frame]) -> None:
-        self.stats["fleet_in"] += 1
-        try:
-            kind, header, views = parse_envelope(frames, self._limits)
-        except DeserializationError as exc:
-            self.stats["fleet_malformed"] += 1
-            log.warning("fleet_message_malformed", peer=rid.hex(), error=str(exc))
-            self._refuse(self._fleet, rid, ErrorCode.MALFORMED, str(exc))
-            return
-        if kind == "hello":
-            self._on_hello(rid, header, frames)
-            return
-        node = self._nodes.get(self._node_by_rid.get(rid, -1))
-        if node is None:
-            self.stats["fleet_unregistered"] += 1
-            self._send(self._fleet, rid, control("reregister", reason="unknown connection"))
-            return
-        node.last_seen = time.monotonic()
-        node.bytes_in += sum(len(v) for v in views)
-        if kind == "ping":
-            self._to_node(node, control("pong"))
-        elif kind == "credit_request":
-            self._on_credit_request(node, header)
-        elif kind == "message":
-            self._on_reply(node, frames)
-        elif kind == "bye":
-            self._node_offline(node, f"node said bye: {header['reason']}")
-        else:
-            self.stats["fleet_unexpected_kind"] += 1
-            self._refuse(
-                self._fleet, rid, ErrorCode.UNSUPPORTED, f"kind {kind!r} not accepted here"
-            )
-
-    def _node_id_for(self, header: dict[str, Any], public_key: str | None) -> int | str:
-        """The node id for a hello, or a reason to refuse it."""
-        claimed = header.get("node_id")
-        if public_key is not None:
-            digest = hashlib.sha256(public_key.encode()).digest()
-            derived = int.from_bytes(digest[:8], "little") & MAX_ID or 1
-            if claimed is not None and claimed != derived:
-                return f"node id {claimed} does not belong to this key (its id is {derived})"
-            return derived
-        if claimed is not None:
-            return int(claimed) if claimed != 0 else "node id 0 is reserved for the link"
-        while (new := secrets.randbits(63)) in self._nodes or new == 0:
-            pass
-        return new
-
-    def _on_hello(self, rid: bytes, header: dict[str, Any], frames: list[zmq.Frame]) -> None:
-        public_key = str(frames[0].get("User-Id")) if self.config.curve_enabled else None
-        node_id = self._node_id_for(header, public_key)
-        if isinstance(node_id, str):
-            self.stats["hello_refused"] += 1
-            log.warning("node_refused", peer=rid.hex(), reason=node_id)
-            self._refuse(self._fleet, rid, ErrorCode.UNAUTHORIZED, node_id)
-            return
-        old = self._nodes.get(node_id)
-        if old is not None and (old.routing_id != rid or not old.online):
-            # The same node on a new connection: a restart. What it had lost.
-            for entry in self._pending.pop_node(node_id):
-                self._fail(entry, ErrorCode.NODE_UNAVAILABLE, f"node {node_id} restarted")
-            self._grant(self._credit.drop_node(node_id))
-            self._node_by_rid.pop(old.routing_id, None)
-        now = time.monotonic()
-        node = Node(
-            node_id=node_id,
-            routing_id=rid,
-            node_config=header["node_config"],
-            public_key=public_key,
-            registered_at=time.time(),
-            last_seen=now,
-        )
-        self._nodes[node_id] = node
-        self._node_by_rid[rid] = node_id
-        cfg = self.config
-        self._to_node(
-            node,
-            control(
-                "welcome",
-                node_id=node_id,
-                heartbeat_interval=cfg.heartbeat_interval,
-                heartbeat_timeout=cfg.heartbeat_timeout,
-                max_message_bytes=cfg.max_message_bytes,
-                credit_threshold=cfg.credit_threshold,
-            ),
-        )
-        log.info(
-            "node_registered",
-            node_id=node_id,
-            node_config=node.node_config,
-            rejoined=old is not None,
-        )
-
-    def _on_credit_request(self, node: Node, header: dict[str, Any]) -> None:
-        reply_to, nbytes = header["reply_to"], header["nbytes"]
-        entry = self._pending.get(reply_to)
-        if entry is None or entry.node_id != node.node_id:
-            self.stats["credit_refused"] += 1
-            self._refuse(
-                self._fleet,
-                node.routing_id,
-                ErrorCode.REJECTED,
-                "no message awaits this reply",
-                reply_to=reply_to,
-            )
-            return
-        self._grant(
-            self._credit.request(CreditRequest(reply_to, node.node_id, entry.run_id, nbytes))
-        )
-
-    def _on_reply(self, node: Node, frames: list[zmq.Frame]) -> None:
-        try:
-            reply = decode(frames, limits=self._limits)
-        except DeserializationError as exc:
-            self.stats["fleet_malformed"] += 1
-            log.warning("reply_malformed", node_id=node.node_id, error=str(exc))
-            self._refuse(self._fleet, node.routing_id, ErrorCode.MALFORMED, str(exc))
-            return
-        meta = reply.metadata
-        entry = self._pending.get(meta.reply_to_message_id)
-        problem = self._reply_problem(node, meta, entry)
-        if problem is not None:
-            self.stats[f"reply_dropped_{problem.split()[0]}"] += 1
-            log.warning(
-                "reply_dropped",
-                node_id=node.node_id,
-                reply_to=meta.reply_to_message_id,
-                reason=problem,
-            )
-            self._grant(self._credit.release(meta.reply_to_message_id))
-            return
-        assert entry is not None  # noqa: S101 - _reply_problem checked it
-        self._pending.pop(entry.message_id)
-        self._remember(entry.message_id)
-        run = self._runs.get(entry.run_id)
-        if run is not None:
-            run.replies += 1
-        self.stats["replies"] += 1
-        self._to_app(entry.app_routing_id, [f.buffer for f in frames])
-        self._grant(self._credit.release(entry.message_id))
-
-    def _reply_problem(self, node: Node, meta: Metadata, entry: Pending | None) -> str | None:
-        if entry is None:
-            known = meta.reply_to_message_id in self._recent
-            return "duplicate reply" if known else "unknown or expired message"
-        if entry.node_id != node.node_id or meta.src_node_id != node.node_id:
-            return "wrong node for this message"
-        if meta.run_id != entry.run_id or meta.dst_node_id != 0:
-            return "wrong run or destination"
-        return None
-
-    def _remember(self, message_id: str) -> None:
-        self._recent[message_id] = None
-        if len(self._recent) > _RECENT:
-            self._recent.popitem(last=False)
-
-    # --------------------------------------------------------------- app side
-
-    def _on_app(self, rid: bytes, frames: list[zmq.Frame]) -> None:
-        try:
-            kind, header, views = parse_envelope(frames, self._limits)
-        except DeserializationError as exc:
-            self.stats["app_malformed"] += 1
-            log.warning("app_message_malformed", error=str(exc))
-            self._refuse(self._app, rid, ErrorCode.MALFORMED, str(exc))
-            return
-        if kind == "app_hello":
-            self._on_app_hello(rid, header)
-            return
-        run = self._runs.get(self._run_by_app.get(rid, -1))
-        if run is None:
-            self._refuse(self._app, rid, ErrorCode.UNAUTHORIZED, "say app_hello first")
-        elif kind == "ping":
-            self._send(self._app, rid, control("pong"))
-        elif kind == "get_nodes":
-            deadline = time.monotonic() + min(float(header["timeout"]), 3600.0)
-            self._node_waiters.append((rid, header["min_nodes"], deadline))
-            self._answer_node_waiters(time.monotonic())
-        elif kind == "report":
-            self._on_report(run, header)
-        elif kind == "push":
-            self._on_push(rid, run, header, views)
-        elif kind == "app_bye":
-            self._end_run(run, RunStatus.FINISHED)
-        else:
-            self._refuse(self._app, rid, ErrorCode.UNSUPPORTED, f"kind {kind!r} not accepted here")
-
-    def _answer_node_waiters(self, now: float) -> None:
-        if not self._node_waiters:
-            return
-        online = sorted(n.node_id for n in self._nodes.values() if n.online)
-        waiting = []
-        for rid, min_nodes, deadline in self._node_waiters:
-            if len(online) >= min_nodes or now >= deadline:
-                self._send(self._app, rid, control("nodes", node_ids=online))
-            else:
-                waiting.append((rid, min_nodes, deadline))
-        self._node_waiters = waiting
-
-    def _on_report(self, run: Run, header: dict[str, Any]) -> None:
-        try:
-            metrics = dict(MetricRecord(header["metrics"]))
-        except (TypeError, ValueError) as exc:
-            self._refuse(self._app, run.app_routing_id or b"", ErrorCode.MALFORMED, str(exc))
-            return
-        run.history.append({"round": header["round"], "metrics": metrics, "at": time.time()})
-        log.info("round_reported", run_id=run.run_id, round=header["round"], **metrics)
-
-    def _on_app_hello(self, rid: bytes, header: dict[str, Any]) -> None:
-        run_id = header.get("run_id")
-        if run_id is None:
-            run_id = self._next_run_id
-            self._next_run_id += 1
-            self._runs[run_id] = Run(run_id, dict(header["run_config"]), rid)
-            log.info("run_started", run_id=run_id)
-        elif run_id not in self._runs:
-            self._refuse(self._app, rid, ErrorCode.UNAUTHORIZED, f"unknown run {run_id}")
-            return
-        run = self._runs[run_id]
-        run.app_routing_id = rid
-        self._run_by_app[rid] = run_id
-        self._send(self._app, rid, control("app_welcome", run_id=run_id, run_config=run.run_config))
-
-    def _on_push(
-        self, rid: bytes, run: Run, header: dict[str, Any], views: list[memoryview]
-    ) -> None:
-        try:
-            template = decode_metadata(header["metadata"])
-            payload = views[1:]
-            arrays = parse_payload(payload, self._limits) if payload else {}
-            decode_content(header["content"], arrays, self._limits)
-            targets = _targets(header["dst"])
-        except DeserializationError as exc:
-            self.stats["app_malformed"] += 1
-            log.warning("push_malformed", run_id=run.run_id, error=str(exc))
-            self._refuse(self._app, rid, ErrorCode.MALFORMED, str(exc))
-            return
-        if template.run_id != run.run_id:
-            self._refuse(
-                self._app, rid, ErrorCode.UNAUTHORIZED, "messages must carry this run's id"
-            )
-            return
-        expires_at = template.created_at + template.ttl
-        for node_id, message_id in targets:
-            meta = dataclasses.replace(template, message_id=message_id, dst_node_id=node_id)
-            entry = Pending(
-                message_id, run.run_id, node_id, rid, meta.message_type, meta.group_id, expires_at
-            )
-            self._deliver(run, entry, [encode_header(meta, header["content"]), *payload])
-
-    def _deliver(self, run: Run, entry: Pending, frames: list[Any]) -> None:
-        node = self._nodes.get(entry.node_id)
-        if entry.message_id in self._pending or entry.message_id in self._recent:
-            self._fail(entry, ErrorCode.REJECTED, "duplicate message id")
-        elif node is None or not node.online:
-            self._fail(entry, ErrorCode.NODE_UNAVAILABLE, f"node {entry.node_id} is not online")
-        elif entry.expires_at <= time.time():
-            self._fail(entry, ErrorCode.MESSAGE_EXPIRED, "the message expired before delivery")
-        else:
-            if run.run_id not in node.informed_runs:
-                if not self._to_node(
-                    node, control("run", run_id=run.run_id, run_config=run.run_config)
-                ):
-                    self._fail(
-                        entry, ErrorCode.NODE_UNAVAILABLE, f"node {node.node_id} unreachable"
-                    )
-                    return
-                node.informed_runs.add(run.run_id)
-            self._pending.add(entry)
-            if self._to_node(node, frames):
-                run.messages_sent += 1
-                node.bytes_out += frames_nbytes(frames)
-
-    def _end_run(self, run: Run, status: RunStatus) -> None:
-        run.status = status
-        run.ended_at = time.time()
-        for entry in self._pending.pop_run(run.run_id):
-            self._credit.release(entry.message_id)
-        self._grant(self._credit.drop_run(run.run_id))
-        for node in self._nodes.values():
-            if run.run_id in node.informed_runs and node.online:
-                node.informed_runs.discard(run.run_id)
-                self._to_node(node, control("run_end", run_id=run.run_id))
-        if run.app_routing_id is not None:
-            self._run_by_app.pop(run.app_routing_id, None)
-        log.info(
-            "run_ended",
-            run_id=run.run_id,
-            status=str(status),
-            messages=run.messages_sent,
-            replies=run.replies,
-            failures=run.failures,
-            secs=round(run.ended_at - run.started_at, 3),
-        )
-
     # ------------------------------------------------------------ inspection
 
     def node_ids(self, online_only: bool = True) -> list[int]:
-        """Ids of registered nodes (thread-safe snapshot for tests and tools)."""
-        return sorted(n.node_id for n in list(self._nodes.values()) if n.online or not online_only)
+        """Ids of registered nodes (a snapshot, for tests and tools)."""
+        nodes = list(self._router.nodes.values()) if self._router else []
+        return sorted(n.node_id for n in nodes if n.online or not online_only)
 
     @property
     def credit_high_water(self) -> int:
         """Most large uploads the link ever admitted at once."""
-        return self._credit.high_water
+        return self._router.credit.high_water if self._router else 0
 
     def runs(self) -> list[Run]:
         """A snapshot of the runs."""
-        return list(self._runs.values())
+        return list(self._router.runs.values()) if self._router else []
 
 
-def _targets(raw: list[Any]) -> list[tuple[int, str]]:
-    out: list[tuple[int, str]] = []
-    seen: set[str] = set()
-    for item in raw:
-        if not (
-            isinstance(item, list)
-            and len(item) == 2
-            and isinstance(item[1], str)
-            and isinstance(item[0], int)
-            and not isinstance(item[0], bool)
-            and 0 < item[0] <= MAX_ID
-            and 0 < len(item[1]) <= 128
-        ):
-            raise DeserializationError("push.dst must be a list of [node_id, message_id]")
-        if item[1] in seen:
-            raise DeserializationError(f"push.dst: message id {item[1]!r} appears twice")
-        seen.add(item[1])
-        out.append((item[0], item[1]))
-    return out
+def _drain(
+    sock: zmq.Socket[bytes],
+    handle: Callable[[bytes, list[zmq.Frame]], None],
+    stats: Counter[str],
+) -> None:
+    for _ in range(_BATCH):
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        if len(frames) < 2:
+            stats["malformed"] += 1
+            continue
+        handle(frames[0].bytes, frames[1:])
