@@ -39,6 +39,30 @@ def codec(
         print_codec_table(report)
 
 
+@app.command("round")
+def round_(
+    nodes: Annotated[int, typer.Option(help="Node processes.", min=1)] = 4,
+    params: Annotated[int, typer.Option(help="float32 parameters in the model.", min=1)] = (
+        25_000_000
+    ),
+    rounds: Annotated[int, typer.Option(help="Timed rounds (after one warm-up).", min=1)] = 5,
+    layers: Annotated[int, typer.Option(help="Arrays the model is split into.", min=1)] = 1,
+    as_json: _JSON = False,
+) -> None:
+    """A round on a local link + node processes vs raw zmq for the same bytes, in the same run."""
+    import sys
+
+    from fedzero.bench._round import print_round_report, run_round_bench
+    from fedzero.core import configure_logging
+
+    configure_logging("warning", stream=sys.stderr)  # stdout is for the report
+    report = run_round_bench(nodes, params, rounds, layers)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        print_round_report(report)
+
+
 def main() -> None:
     """Entry point of the ``fedzero-bench`` console script."""
     app()

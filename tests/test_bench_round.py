@@ -1,0 +1,58 @@
+"""``fedzero-bench round`` once at tiny size: a real link and real nodes, so it cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_round_bench_json() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from fedzero.bench._cli import main; main()",
+            "round",
+            "--nodes",
+            "2",
+            "--params",
+            "1000",
+            "--rounds",
+            "2",
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    ).stdout
+    report = json.loads(out)
+    assert report["benchmark"] == "round"
+    assert (report["nodes"], report["params"], report["rounds"], report["layers"]) == (
+        2,
+        1000,
+        2,
+        1,
+    )
+    assert report["model_bytes"] == 4000
+    assert report["bytes_per_round"] == {
+        "down": 8000,
+        "up": 8000,
+        "total": 16000,
+        "server_app_link_hop": 12000,
+    }
+    for key in ("round_s", "raw_zmq_s"):
+        summary = report[key]
+        assert summary["runs"] == 2
+        assert 0 < summary["min"] <= summary["median"] <= summary["max"]
+    assert report["ratio_median"] == pytest.approx(
+        report["round_s"]["median"] / report["raw_zmq_s"]["median"]
+    )
+    assert report["link_peak_rss_bytes"] > 1_000_000
+    assert report["node_peak_rss_bytes_max"] > 1_000_000
+    assert report["startup_s"] > 0
