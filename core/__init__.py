@@ -24,6 +24,7 @@ from fedzero.core._limits import DecodeLimits
 from fedzero.core._logging import configure_logging
 from fedzero.core._message import DEFAULT_TTL, SERVER_NODE_ID, Error, Message, Metadata
 from fedzero.core._records import ConfigRecord, MetricRecord, RecordDict
+from fedzero.core._round_result import RoundResult
 from fedzero.core._security import CurveKeys, generate_keys
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "NDArray",
     "ProtocolError",
     "RecordDict",
+    "RoundResult",
     "ServerApp",
     "UnknownNodeError",
     "UnknownRunError",

@@ -58,6 +58,8 @@ def as_record_array(value: object, name: str) -> NDArray:
     Raises:
         TypeError: ``value`` is not an ndarray/tensor or has an unsupported dtype.
     """
+    if isinstance(value, np.generic):  # e.g. a 0-d array plus a number
+        value = np.asarray(value)
     if not isinstance(value, np.ndarray):
         torch = _torch_module()
         if torch is not None and isinstance(value, torch.Tensor):

@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import structlog
 import zmq
@@ -25,9 +25,10 @@ from fedzero.core._errors import (
     FedzeroTimeoutError,
     ProtocolError,
 )
-from fedzero.core._message import SERVER_NODE_ID, Message
+from fedzero.core._message import SERVER_NODE_ID, Message, new_message_id
 from fedzero.core._protocol import control, parse_envelope
 from fedzero.core._records import MetricRecord, RecordDict
+from fedzero.core._round_result import RoundResult
 from fedzero.core._security import CurveKeys, apply_client_curve
 
 log = structlog.get_logger(__name__)
@@ -145,25 +146,20 @@ class Grid:
         one fan-out: the link receives the tensors once and sends the same
         buffers to every destination.
         """
+        messages = list(messages)
+        for group in self._groups(messages):
+            self._push_group(group, None)
+        return [m.metadata.message_id for m in messages]
+
+    def _groups(self, messages: list[Message]) -> list[list[Message]]:
+        """Group messages that share a content object, type, group id and TTL."""
         self._check_open()
         groups: dict[tuple[Any, ...], list[Message]] = defaultdict(list)
-        ids: list[str] = []
         for msg in messages:
             self._prepare(msg)
             meta = msg.metadata
-            key = (id(msg.content), meta.message_type, meta.group_id, meta.ttl)
-            groups[key].append(msg)
-            ids.append(meta.message_id)
-        for group in groups.values():
-            self._push_group(group)
-            meta = group[0].metadata
-            self._emit(
-                event="sent",
-                message_type=meta.message_type,
-                group_id=meta.group_id,
-                count=len(group),
-            )
-        return ids
+            groups[(id(msg.content), meta.message_type, meta.group_id, meta.ttl)].append(msg)
+        return list(groups.values())
 
     def report(self, server_round: int, metrics: Mapping[str, float | int]) -> None:
         """Record a round's metrics (e.g. central accuracy) with the link.
@@ -180,13 +176,27 @@ class Grid:
         self._drain()
         return [self._replies.pop(mid) for mid in message_ids if mid in self._replies]
 
+    @overload
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None, aggregate: None = None
+    ) -> list[Message]: ...
+
+    @overload
+    def send_and_receive(
+        self,
+        messages: Iterable[Message],
+        *,
+        timeout: float | None = None,
+        aggregate: Mapping[str, Any],
+    ) -> RoundResult: ...
+
     def send_and_receive(
         self,
         messages: Iterable[Message],
         *,
         timeout: float | None = None,
         aggregate: Mapping[str, Any] | None = None,
-    ) -> list[Message]:
+    ) -> list[Message] | RoundResult:
         """Send ``messages`` and return their replies as soon as all have arrived.
 
         A node that dies or goes offline yields an error reply (code
@@ -194,17 +204,47 @@ class Grid:
         message an error reply (``MESSAGE_EXPIRED``), so this returns without
         waiting for TTLs. With ``timeout``, returns the replies received by then.
 
+        With ``aggregate``, the link aggregates the replies as they arrive and
+        returns one :class:`RoundResult` instead of the replies. The messages
+        must share one content object. Keys (all optional): ``method``
+        (``"fedavg"``, ``"trimmed_mean"``, ``"median"``, ``"krum"``,
+        ``"multikrum"``), ``arrays_key`` (``"arrays"``), ``weight_key``
+        (``"num-examples"``; ``""`` for equal weights), ``beta`` (trimmed
+        mean), ``num_malicious`` and ``num_selected`` (Krum), ``accumulator``
+        (``"float32"``/``"float64"``), ``reject_non_finite`` (True),
+        ``clip_norm`` (clip each update's distance to the sent model),
+        ``min_replies``. ``timeout`` becomes the round's deadline: the link
+        then aggregates what it has (at least ``min_replies``).
+
         Args:
             messages: the messages to send.
             timeout: seconds to wait at most (default: until every reply is in).
-            aggregate: reserved for link-side aggregation; must be None for now.
+            aggregate: let the link aggregate (see above).
 
         Returns:
-            The replies, in the order of ``messages`` (missing ones left out).
+            The replies in the order of ``messages`` (missing ones left out), or
+            the round's result when ``aggregate`` is given.
+
+        Raises:
+            ValueError: ``aggregate`` with messages that do not share one content.
+            FedzeroTimeoutError: an aggregated round's result did not arrive.
         """
-        if aggregate is not None:
-            raise NotImplementedError("link-side aggregation is not available yet")
-        return self.receive(self.push_messages(messages), timeout=timeout)
+        if aggregate is None:
+            return self.receive(self.push_messages(messages), timeout=timeout)
+        spec = dict(aggregate)
+        round_id = spec["round_id"] = new_message_id()
+        if timeout is not None:
+            spec["deadline"] = float(timeout)
+        groups = self._groups(list(messages))
+        if len(groups) != 1:
+            raise ValueError("aggregate= needs messages that share one content object")
+        self._push_group(groups[0], spec)
+        grace = None if timeout is None else timeout + max(5.0, self._timeout)
+        if not self._wait(lambda: round_id in self._replies, grace):
+            raise FedzeroTimeoutError(f"no aggregated result from the link within {grace}s")
+        return RoundResult.from_message(
+            self._replies.pop(round_id), spec.get("arrays_key", "arrays")
+        )
 
     def receive(self, message_ids: Iterable[str], *, timeout: float | None = None) -> list[Message]:
         """Wait for the replies to pushed messages; return them in the order of the ids.
@@ -249,7 +289,7 @@ class Grid:
         msg.metadata.run_id = self.run_id
         msg.metadata.src_node_id = SERVER_NODE_ID
 
-    def _push_group(self, group: list[Message]) -> None:
+    def _push_group(self, group: list[Message], aggregate: dict[str, Any] | None) -> None:
         first = group[0].metadata
         records, payload = encode_content(group[0].content)
         template = {
@@ -264,8 +304,11 @@ class Grid:
             "created_at": first.created_at,
         }
         dst = [[m.metadata.dst_node_id, m.metadata.message_id] for m in group]
-        header = control("push", metadata=template, content=records, dst=dst, aggregate=None)
+        header = control("push", metadata=template, content=records, dst=dst, aggregate=aggregate)
         self._send([*header, *payload])
+        self._emit(
+            event="sent", message_type=first.message_type, group_id=first.group_id, count=len(group)
+        )
 
     def _send(self, frames: list[Any]) -> None:
         self._check_open()

@@ -42,6 +42,9 @@ def main(
         Optional[Path],  # noqa: UP045
         typer.Option(help="Directory of allowed node public keys (*.key); SIGHUP reloads."),
     ] = None,
+    warmup: Annotated[
+        bool, typer.Option(help="Compile the aggregation kernels at start-up (in the background).")
+    ] = True,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Serve nodes and ServerApps until SIGTERM or SIGINT."""
@@ -56,6 +59,7 @@ def main(
         max_message_bytes=max_message_mb * 2**20,
         curve_secret_key=curve_secret_key,
         allowed_keys_dir=allowed_keys_dir,
+        warmup=warmup,
     )
     try:
         link = Link(config)

@@ -30,8 +30,8 @@ class LinkConfig:
             fleet endpoint.
         allowed_keys_dir: directory of node public keys (``*.key``) allowed to
             connect; reloaded on :meth:`Link.reload_keys` (SIGHUP).
-        allow_insecure_public_bind: bind a non-loopback address without CURVE
-            (logged as a warning); otherwise refused.
+        warmup: compile every aggregation kernel at start-up (in the fold
+            worker, so the link serves at once) rather than at the first round.
     """
 
     fleet_address: str = DEFAULT_FLEET_ADDRESS
@@ -44,7 +44,7 @@ class LinkConfig:
     max_upload_bytes: int = 256 * 2**20
     curve_secret_key: Path | None = None
     allowed_keys_dir: Path | None = None
-    allow_insecure_public_bind: bool = False
+    warmup: bool = True
 
     def validate(self) -> None:
         """Check every value.

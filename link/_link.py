@@ -7,6 +7,7 @@ wake-up socket, and never blocks on anything but ``zmq.poll``; the
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from fedzero.core import ConfigurationError
 from fedzero.core._security import CurveKeys, apply_server_curve
 from fedzero.link._config import LinkConfig
 from fedzero.link._endpoints import bind_router, check_public_bind
+from fedzero.link._rounds import FoldWorker
 from fedzero.link._router import Router
 from fedzero.link._state import Run
 
@@ -58,6 +60,7 @@ class Link:
         self._stop_requested = False
         self._auth: Any = None
         self._sockets: list[zmq.Socket[bytes]] = []
+        self._worker: FoldWorker | None = None
 
     # --------------------------------------------------------------- lifecycle
 
@@ -131,7 +134,8 @@ class Link:
         self._sockets.append(app)
         self.fleet_endpoint = fleet.getsockopt_string(zmq.LAST_ENDPOINT)
         self.app_endpoint = app.getsockopt_string(zmq.LAST_ENDPOINT)
-        return Router(cfg, fleet, app, self.stats)
+        self._worker = FoldWorker(self._ctx, self._wake_address, warm=cfg.warmup)
+        return Router(cfg, fleet, app, self.stats, self._worker)
 
     def _security(self) -> Callable[[zmq.Socket[bytes]], None] | None:
         cfg = self.config
@@ -148,6 +152,8 @@ class Link:
         return lambda sock: apply_server_curve(sock, keys)
 
     def _close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
         for sock in self._sockets:
             sock.close(linger=0)
         if self._auth is not None:
@@ -184,7 +190,15 @@ class Link:
                 command = wake.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if command == b"stop":
+            if command == b"work" and self._router is not None:
+                while True:
+                    try:
+                        outcome = self._worker.done.get_nowait() if self._worker else None
+                    except queue.Empty:
+                        break
+                    if outcome is not None:
+                        self._router.on_worker(outcome)
+            elif command == b"stop":
                 self._stop_requested = True
             elif command == b"reload" and self._auth is not None:
                 self._auth.configure_curve(domain="*", location=str(self.config.allowed_keys_dir))

@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -71,10 +71,14 @@ def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
                 proc.wait()
 
 
-def _spawn(procs: list[subprocess.Popen[bytes]], args: list[str], log: TextIO) -> None:
-    # Our own interpreter running our own modules: the arguments are ours.
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: S603
-    procs.append(proc)
+def _spawn(procs: list[subprocess.Popen[bytes]], module: str, args: list[str], log: Path) -> None:
+    """Start ``python -m module args`` (our own interpreter and modules), logging to ``log``."""
+    with log.open("w") as out:
+        cmd = [sys.executable, "-m", module, *args, "--log-level", "warning"]
+        proc = subprocess.Popen(  # noqa: S603
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        procs.append(proc)
 
 
 def run_local(
@@ -94,45 +98,13 @@ def run_local(
     with tempfile.TemporaryDirectory(prefix="fedzero-local-") as tmp, _processes() as procs:
         fleet, app_ep = f"ipc://{tmp}/fleet", f"ipc://{tmp}/app"
         logs = Path(tmp)
-        with open(logs / "link.log", "w") as log:
-            _spawn(
-                procs,
-                [
-                    sys.executable,
-                    "-m",
-                    "fedzero.link",
-                    "--fleet-address",
-                    fleet,
-                    "--app-address",
-                    app_ep,
-                    "--heartbeat-interval",
-                    "0.5",
-                    "--heartbeat-timeout",
-                    "3",
-                    "--log-level",
-                    "warning",
-                ],
-                log,
-            )
+        link_args = ["--fleet-address", fleet, "--app-address", app_ep, "--no-warmup",
+                     "--heartbeat-interval", "0.5", "--heartbeat-timeout", "3"]  # fmt: skip
+        _spawn(procs, "fedzero.link", link_args, logs / "link.log")
         for i in range(num_nodes):
-            with open(logs / f"node-{i}.log", "w") as log:
-                _spawn(
-                    procs,
-                    [
-                        sys.executable,
-                        "-m",
-                        "fedzero.node",
-                        "--app",
-                        str(spec.root),
-                        "--link",
-                        fleet,
-                        "--log-level",
-                        "warning",
-                        "--node-config",
-                        f"partition-id={i},num-partitions={num_nodes}",
-                    ],
-                    log,
-                )
+            partition = f"partition-id={i},num-partitions={num_nodes}"
+            node_args = ["--app", str(spec.root), "--link", fleet, "--node-config", partition]
+            _spawn(procs, "fedzero.node", node_args, logs / f"node-{i}.log")
         console.print(f"[bold]fedzero local[/]: {escape(spec.name)} on {num_nodes} nodes")
         code = _drive(server_app, app_ep, config, num_nodes, console, startup_timeout)
         if code != 0:

@@ -21,6 +21,7 @@ import structlog
 import zmq
 
 from fedzero.core import (
+    ArrayRecord,
     DecodeLimits,
     DeserializationError,
     Error,
@@ -28,6 +29,7 @@ from fedzero.core import (
     Message,
     Metadata,
     MetricRecord,
+    RecordDict,
     decode,
     encode,
 )
@@ -37,6 +39,7 @@ from fedzero.core._protocol import control, parse_envelope
 from fedzero.core._safetensors import parse_payload
 from fedzero.link._config import LinkConfig
 from fedzero.link._credit import CreditRequest, CreditWindow
+from fedzero.link._rounds import AggregatedRound, AggregateSpec, FoldWorker, result_message
 from fedzero.link._state import Node, Pending, PendingTable, Run, RunStatus
 
 log = structlog.get_logger(__name__)
@@ -52,6 +55,7 @@ class Router:
         fleet: the bound fleet ROUTER (nodes).
         app: the bound app ROUTER (ServerApps).
         stats: counters shared with the link.
+        worker: the fold worker that aggregates rounds.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class Router:
         fleet: zmq.Socket[bytes],
         app: zmq.Socket[bytes],
         stats: Counter[str],
+        worker: FoldWorker,
     ) -> None:
         self.config = config
         self._fleet = fleet
@@ -75,13 +80,17 @@ class Router:
         self.credit = CreditWindow(config.max_concurrent_uploads, config.max_upload_bytes)
         self._next_run_id = 1
         self._node_waiters: list[tuple[bytes, int, float]] = []
+        self.rounds: dict[str, AggregatedRound] = {}
+        self.worker = worker
 
     def tick(self) -> None:
-        """Run the timers: node liveness, message expiry, waiting get_nodes calls."""
+        """Run the timers: liveness, expiry, waiting get_nodes calls, round deadlines."""
         now = time.monotonic()
         self._check_liveness(now)
         self._expire(time.time())
         self._answer_node_waiters(now)
+        for round_id in list(self.rounds):
+            self._round_check(round_id)
 
     def next_deadline(self) -> float:
         """Seconds until the earliest timer that needs :meth:`tick` (may be negative)."""
@@ -91,6 +100,9 @@ class Router:
             wait = expiry - time.time()
         if self._node_waiters:
             wait = min(wait, min(d for _, _, d in self._node_waiters) - time.monotonic())
+        for rnd in self.rounds.values():
+            if rnd.spec.deadline > 0 and not rnd.finishing:
+                wait = min(wait, rnd.started + rnd.spec.deadline - time.monotonic())
         return wait
 
     # --------------------------------------------------------------- sending
@@ -122,7 +134,14 @@ class Router:
         self._send(sock, rid, control("refused", code=int(code), reason=reason, **extra))
 
     def _fail(self, entry: Pending, code: ErrorCode, reason: str) -> None:
-        """Answer a pending message with an error reply to its ServerApp."""
+        """Answer a pending message with an error reply (or a failure of its round)."""
+        run = self.runs.get(entry.run_id)
+        if run is not None:
+            run.failures += 1
+        self.stats[f"failed_{code.name.lower()}"] += 1
+        if entry.round_id:
+            self._round_failure(entry.round_id, entry.node_id, code, reason)
+            return
         now = time.time()
         meta = Metadata(
             run_id=entry.run_id,
@@ -135,10 +154,6 @@ class Router:
             ttl=max(0.0, entry.expires_at - now),
             created_at=now,
         )
-        run = self.runs.get(entry.run_id)
-        if run is not None:
-            run.failures += 1
-        self.stats[f"failed_{code.name.lower()}"] += 1
         self._to_app(
             entry.app_routing_id, encode(Message.from_parts(meta, None, Error(code, reason)))
         )
@@ -314,6 +329,9 @@ class Router:
         if run is not None:
             run.replies += 1
         self.stats["replies"] += 1
+        if entry.round_id:
+            self._round_reply(entry, reply)
+            return
         self._to_app(entry.app_routing_id, [f.buffer for f in frames])
         self._grant(self.credit.release(entry.message_id))
 
@@ -406,8 +424,14 @@ class Router:
             template = decode_metadata(header["metadata"])
             payload = views[1:]
             arrays = parse_payload(payload, self._limits) if payload else {}
-            decode_content(header["content"], arrays, self._limits)
+            content = decode_content(header["content"], arrays, self._limits)
             targets = _targets(header["dst"])
+            spec = (
+                None
+                if header.get("aggregate") is None
+                else AggregateSpec.from_wire(header["aggregate"])
+            )
+            reference = None if spec is None else self._round_reference(spec, content)
         except DeserializationError as exc:
             self.stats["app_malformed"] += 1
             log.warning("push_malformed", run_id=run.run_id, error=str(exc))
@@ -418,11 +442,23 @@ class Router:
                 self._app, rid, ErrorCode.UNAUTHORIZED, "messages must carry this run's id"
             )
             return
+        round_id = ""
+        if spec is not None and reference is not None:
+            round_id = spec.round_id
+            self.rounds[round_id] = AggregatedRound(spec, run.run_id, rid, template, len(targets))
+            self.worker.submit("begin", round_id, spec, reference, len(targets))
         expires_at = template.created_at + template.ttl
         for node_id, message_id in targets:
             meta = dataclasses.replace(template, message_id=message_id, dst_node_id=node_id)
             entry = Pending(
-                message_id, run.run_id, node_id, rid, meta.message_type, meta.group_id, expires_at
+                message_id,
+                run.run_id,
+                node_id,
+                rid,
+                meta.message_type,
+                meta.group_id,
+                expires_at,
+                round_id,
             )
             self._deliver(run, entry, [encode_header(meta, header["content"]), *payload])
 
@@ -454,6 +490,9 @@ class Router:
         run.ended_at = time.time()
         for entry in self._pending.pop_run(run.run_id):
             self.credit.release(entry.message_id)
+        for round_id in [k for k, r in self.rounds.items() if r.run_id == run.run_id]:
+            del self.rounds[round_id]
+            self.worker.submit("drop", round_id)
         self._grant(self.credit.drop_run(run.run_id))
         for node in self.nodes.values():
             if run.run_id in node.informed_runs and node.online:
@@ -470,6 +509,102 @@ class Router:
             failures=run.failures,
             secs=round(run.ended_at - run.started_at, 3),
         )
+
+    # ------------------------------------------------------- aggregated rounds
+
+    def _round_reference(self, spec: AggregateSpec, content: RecordDict) -> dict[str, Any] | None:
+        if spec.round_id in self.rounds:
+            raise DeserializationError(f"push.aggregate: round {spec.round_id!r} already exists")
+        record = content.get(spec.arrays_key)
+        if not isinstance(record, ArrayRecord):
+            raise DeserializationError(
+                f"push.aggregate: no ArrayRecord {spec.arrays_key!r} to aggregate"
+            )
+        return dict(record)
+
+    def _round_reply(self, entry: Pending, reply: Message) -> None:
+        rnd = self.rounds.get(entry.round_id)
+        if rnd is None or rnd.finishing:
+            self._grant(self.credit.release(entry.message_id))
+            return
+        if reply.has_error():
+            self._grant(self.credit.release(entry.message_id))
+            self._round_failure(entry.round_id, entry.node_id, reply.error.code, reply.error.reason)
+            return
+        update = _update_of(reply, rnd.spec)
+        if isinstance(update, str):
+            self._grant(self.credit.release(entry.message_id))
+            self._round_failure(entry.round_id, entry.node_id, ErrorCode.REJECTED, update)
+            return
+        arrays, weight, metrics = update
+        rnd.queued += 1
+        rnd.node_metrics[entry.node_id] = metrics
+        job = ("fold", entry.round_id, entry.message_id, entry.node_id, arrays, weight, metrics)
+        self.worker.submit(*job)
+
+    def _round_failure(self, round_id: str, node_id: int, code: int, reason: str) -> None:
+        rnd = self.rounds.get(round_id)
+        if rnd is None:
+            return
+        rnd.failures[node_id] = (int(code), reason)
+        rnd.node_metrics.pop(node_id, None)
+        rnd.resolved += 1
+        self._round_check(round_id)
+
+    def on_worker(self, outcome: tuple[Any, ...]) -> None:
+        """Handle what the fold worker finished (called on the IO thread)."""
+        kind, round_id = outcome[0], outcome[1]
+        rnd = self.rounds.get(round_id)
+        if kind == "folded":
+            _, _, reply_to, node_id, problem = outcome
+            self._grant(self.credit.release(reply_to))
+            if rnd is None:
+                return
+            rnd.queued -= 1
+            if problem is None:
+                rnd.folded += 1
+                rnd.resolved += 1
+                self._round_check(round_id)
+            else:
+                self.stats["replies_rejected"] += 1
+                log.warning("update_rejected", run_id=rnd.run_id, node_id=node_id, reason=problem)
+                self._round_failure(round_id, node_id, ErrorCode.REJECTED, problem)
+        elif kind == "finished" and rnd is not None:
+            del self.rounds[round_id]
+            _, _, arrays, metrics, problem = outcome
+            if problem is not None:
+                rnd.failures[0] = (int(ErrorCode.REJECTED), problem)
+            self._to_app(rnd.app_routing_id, encode(result_message(rnd, arrays, metrics)))
+            log.info("round_aggregated", run_id=rnd.run_id, round=rnd.template.group_id,
+                     method=rnd.spec.method, replies=rnd.folded, failures=len(rnd.failures),
+                     secs=round(time.monotonic() - rnd.started, 4))  # fmt: skip
+
+    def _round_check(self, round_id: str) -> None:
+        rnd = self.rounds.get(round_id)
+        if rnd is None or not rnd.complete(time.monotonic()):
+            return
+        rnd.finishing = True
+        for entry in self._pending.pop_round(round_id):
+            self._grant(self.credit.release(entry.message_id))
+            rnd.failures[entry.node_id] = (
+                int(ErrorCode.MESSAGE_EXPIRED),
+                "the round's deadline passed",
+            )
+        self.worker.submit("finish", round_id)
+
+
+def _update_of(
+    reply: Message, spec: AggregateSpec
+) -> tuple[dict[str, Any], float, dict[str, Any]] | str:
+    """The (arrays, weight, metrics) a reply contributes, or why it cannot."""
+    metrics = {k: v for rec in reply.content.metric_records.values() for k, v in rec.items()}
+    record = reply.content.get(spec.arrays_key)
+    if not isinstance(record, ArrayRecord):
+        return f"the reply has no ArrayRecord {spec.arrays_key!r}"
+    weight = metrics.get(spec.weight_key, 1) if spec.weight_key else 1
+    if isinstance(weight, list) or not weight > 0:
+        return f"metric {spec.weight_key!r} must be a positive number, got {weight!r:.30}"
+    return dict(record), float(weight), metrics
 
 
 def _targets(raw: list[Any]) -> list[tuple[int, str]]:

@@ -61,6 +61,7 @@ class Pending:
     message_type: str
     group_id: str
     expires_at: float  # wall clock, as the message's created_at + ttl
+    round_id: str = ""  # set when the link aggregates this message's round
 
 
 class PendingTable:
@@ -105,6 +106,11 @@ class PendingTable:
     def pop_run(self, run_id: int) -> list[Pending]:
         """Stop tracking every message of ``run_id``; return them."""
         ids = [mid for mid, e in self._by_id.items() if e.run_id == run_id]
+        return [e for mid in ids if (e := self.pop(mid))]
+
+    def pop_round(self, round_id: str) -> list[Pending]:
+        """Stop tracking every message of the aggregated round ``round_id``; return them."""
+        ids = [mid for mid, e in self._by_id.items() if e.round_id == round_id]
         return [e for mid in ids if (e := self.pop(mid))]
 
     def pop_expired(self, now: float) -> list[Pending]:

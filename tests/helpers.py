@@ -20,7 +20,7 @@ from fedzero.link import Link, LinkConfig
 from fedzero.node import NodeAgent
 
 ECHO_APP = Path(__file__).parent / "apps" / "echo"
-FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0}
+FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0, "warmup": False}
 
 
 @contextlib.contextmanager
@@ -46,7 +46,7 @@ class Procs:
     def link(self, tmp: Path, name: str = "link", *extra: str) -> subprocess.Popen[bytes]:
         return self.spawn(["-m", "fedzero.link", "--fleet-address", f"ipc://{tmp}/fleet",
                            "--app-address", f"ipc://{tmp}/app", "--heartbeat-interval", "0.2",
-                           "--heartbeat-timeout", "1.0", "--log-level", "info", *extra],
+                           "--heartbeat-timeout", "1.0", "--no-warmup", "--log-level", "info", *extra],
                           tmp / f"{name}.log")  # fmt: skip
 
     def node(

@@ -9,13 +9,39 @@ import pytest
 import fedzero.core
 
 CORE = {
-    "BFLOAT16", "DEFAULT_TTL", "PROTOCOL_VERSION", "SERVER_NODE_ID", "SUPPORTED_DTYPES",
-    "ArrayRecord", "AuthenticationError", "Buffer", "ClosedError", "ConfigRecord",
-    "ConfigurationError", "ConnectionBrokenError", "Context", "DecodeLimits",
-    "DeserializationError", "Error", "ErrorCode", "FedzeroError", "FedzeroTimeoutError",
-    "Message", "MessageExpiredError", "Metadata", "MetricRecord", "NDArray", "ProtocolError",
-    "RecordDict", "UnknownNodeError", "UnknownRunError", "configure_logging", "decode", "encode",
-}  # fmt: skip
+    "BFLOAT16",
+    "DEFAULT_TTL",
+    "PROTOCOL_VERSION",
+    "SERVER_NODE_ID",
+    "SUPPORTED_DTYPES",
+    "ArrayRecord",
+    "AuthenticationError",
+    "Buffer",
+    "ClosedError",
+    "ConfigRecord",
+    "ConfigurationError",
+    "ConnectionBrokenError",
+    "Context",
+    "DecodeLimits",
+    "DeserializationError",
+    "Error",
+    "ErrorCode",
+    "FedzeroError",
+    "FedzeroTimeoutError",
+    "Message",
+    "MessageExpiredError",
+    "Metadata",
+    "MetricRecord",
+    "NDArray",
+    "ProtocolError",
+    "RecordDict",
+    "RoundResult",
+    "UnknownNodeError",
+    "UnknownRunError",
+    "configure_logging",
+    "decode",
+    "encode",
+}
 
 
 def test_core_surface_is_pinned() -> None:
