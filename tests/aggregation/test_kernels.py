@@ -161,7 +161,7 @@ def test_pairwise_distances(threads: int, stack: np.ndarray) -> None:
 )
 @settings(max_examples=60, deadline=None)
 def test_krum_scores_match_flower(dist: list[float], f: int) -> None:
-    n = int(round(len(dist) ** 0.5))
+    n = round(len(dist) ** 0.5)
     d = np.array(dist).reshape(n, n)
     d = np.triu(d, 1) + np.triu(d, 1).T
     np.testing.assert_allclose(agg.krum_scores(d, f), naive.krum_scores(d, f), rtol=1e-12)

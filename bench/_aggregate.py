@@ -1,0 +1,324 @@
+"""``fedzero-bench aggregate``: throughput and memory of the aggregation kernels.
+
+Input: ``K`` clients, each a model of ``P`` parameters split into ``L`` layers,
+generated once (random, not timed) as rows of one ``(K, P)`` stack so the NumPy
+references can use the stack directly. Every kernel is warmed up first (compile
+time excluded), then timed ``runs`` times; figures are median [min-max].
+
+Throughput is GB/s of client input: ``K * P * itemsize / seconds``. The memory
+bandwidth reference is ``np.copyto`` of the same number of bytes, in the same run.
+
+Peak extra memory, two ways (tracemalloc cannot see Numba's allocations, and
+``ru_maxrss`` only ever grows):
+
+* analytic: bytes the kernel allocates by construction (accumulators, state,
+  outputs, per-thread tiles);
+* measured: the peak of resident memory (``/proc/self/statm``, sampled every
+  millisecond by a thread while the kernel runs once more, untimed) minus the
+  resident memory just before it started. Freed-and-reused heap can hide part of
+  an allocation, so read it as a lower bound next to the analytic figure.
+
+Accumulator state is allocated outside the timed region (the link allocates it at
+round start, before replies arrive); page faults on first touch are timed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedzero.aggregation import (
+    coordinate_median,
+    get_num_threads,
+    krum_select,
+    pairwise_sq_distances,
+    set_num_threads,
+    trimmed_mean,
+    warmup,
+    weighted_fold,
+    weighted_fold_many,
+)
+from fedzero.aggregation._kernels_robust import MEDIAN_CHUNK
+from fedzero.bench._stats import Summary, machine
+
+__all__ = ["aggregate_command", "run_aggregate_bench"]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class _Case:
+    name: str
+    ours: Callable[[], object]
+    analytic_bytes: int
+    reference: Callable[[], object] | None
+    reference_name: str
+    flower: Callable[[], object] | None = None
+
+
+def _rss() -> int:
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def _peak_extra(fn: Callable[[], object]) -> int:
+    """Peak resident bytes above the starting level while ``fn`` runs once."""
+    base = _rss()
+    peak = base
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.001):
+            peak = max(peak, _rss())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        fn()
+        peak = max(peak, _rss())
+    finally:
+        done.set()
+        sampler.join()
+    return max(0, peak - base)
+
+
+def _time(fn: Callable[[], object], runs: int) -> Summary:
+    fn()  # warm-up: JIT already done by warmup(), this warms caches and pages
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return Summary.of(samples)
+
+
+def _layers(params: int, layers: int) -> list[slice]:
+    bounds = np.linspace(0, params, layers + 1).astype(int)
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+
+def _flower() -> Any:
+    try:
+        from flwr.server.strategy import aggregate  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return aggregate
+
+
+def _cases(stack: np.ndarray, layers: list[slice], weights: list[float]) -> list[_Case]:
+    k, p = stack.shape
+    acc_item = 8 if stack.dtype == np.float64 else 4
+    threads = get_num_threads()
+    clients = [[stack[j, s] for s in layers] for j in range(k)]
+    accs = [np.zeros(s.stop - s.start, np.float64 if acc_item == 8 else np.float32) for s in layers]
+    w = np.asarray(weights)
+
+    def fedavg_single() -> None:
+        for j in range(k):
+            for acc, x in zip(accs, clients[j], strict=True):
+                weighted_fold(acc, x, weights[j])
+
+    def fedavg_multi() -> None:
+        for li, acc in enumerate(accs):
+            weighted_fold_many(acc, [clients[j][li] for j in range(k)], weights)
+
+    def trimmed(beta: float) -> Callable[[], object]:
+        return lambda: [trimmed_mean([c[li] for c in clients], beta) for li in range(len(layers))]
+
+    def sort_slice(beta: float) -> Callable[[], object]:
+        cut = int(beta * k)
+        return lambda: [np.sort(stack[:, s], axis=0)[cut : k - cut].mean(axis=0) for s in layers]
+
+    def median() -> object:
+        return [coordinate_median([c[li] for c in clients]) for li in range(len(layers))]
+
+    def krum() -> object:
+        dist = sum(pairwise_sq_distances([c[li] for c in clients]) for li in range(len(layers)))
+        return krum_select(np.asarray(dist), 1, 1)
+
+    def numpy_krum() -> object:
+        flat = stack.astype(np.float64)
+        sq = (flat * flat).sum(axis=1)
+        dist = sq[:, None] + sq[None, :] - 2 * flat @ flat.T
+        return krum_select(dist, 1, 1)
+
+    b1 = 1.0 / k
+    fl = _flower()
+    fl_results = [([stack[j, s] for s in layers], int(weights[j])) for j in range(k)]
+    model = p * acc_item
+
+    def average() -> object:
+        return np.average(stack, 0, w)
+
+    return [
+        _Case("fedavg single-fold", fedavg_single, model, average, "np.average",
+              (lambda: fl.aggregate(fl_results)) if fl else None),
+        _Case("fedavg multi-fold", fedavg_multi, model, average, "np.average"),
+        _Case("trimmed mean b=1", trimmed(b1), 4 * model, sort_slice(b1), "sort+slice",
+              (lambda: fl.aggregate_trimmed_avg(fl_results, b1)) if fl else None),
+        _Case("trimmed mean beta=0.2", trimmed(0.2), (2 * int(0.2 * k) + 2) * model,
+              sort_slice(0.2), "sort+slice",
+              (lambda: fl.aggregate_trimmed_avg(fl_results, 0.2)) if fl else None),
+        _Case("median", median, model + threads * k * MEDIAN_CHUNK * acc_item,
+              lambda: np.median(stack, axis=0), "np.median",
+              (lambda: fl.aggregate_median(fl_results)) if fl else None),
+        _Case("krum (f=1)", krum, 8 * k * k * (len(layers) + 1), numpy_krum, "numpy gram",
+              (lambda: fl.aggregate_krum(fl_results, 1, 0)) if fl else None),
+    ]  # fmt: skip
+
+
+def _gbps(nbytes: int, s: Summary) -> dict[str, float]:
+    return {
+        "median": nbytes / s.median / 1e9,
+        "min": nbytes / s.max / 1e9,
+        "max": nbytes / s.min / 1e9,
+    }
+
+
+def run_aggregate_bench(
+    clients: int = 16,
+    params: int = 25_000_000,
+    layers: int = 1,
+    dtype: str = "float32",
+    runs: int = 5,
+    threads: int | None = None,
+    *,
+    references: bool = True,
+) -> dict[str, Any]:
+    """Measure every kernel (and the NumPy/Flower references) on the same inputs.
+
+    Returns:
+        A JSON-ready dict: settings, machine, copy bandwidth, one entry per kernel.
+    """
+    if clients < 1 or params < 1 or not 1 <= layers <= params or runs < 1:
+        msg = "clients, params, runs must be >= 1 and 1 <= layers <= params"
+        raise ValueError(msg)
+    set_num_threads(threads)
+    compile_s = warmup()
+    rng = np.random.default_rng(0)
+    stack = rng.random((clients, params), dtype=np.float32).astype(np.dtype(dtype), copy=False)
+    weights = [float(w) for w in rng.integers(1, 1000, clients)]
+    nbytes = int(stack.nbytes)
+    dst = np.empty(params, stack.dtype)
+
+    def copy_all() -> None:
+        for row in stack:
+            np.copyto(dst, row)
+
+    copy = _time(copy_all, runs)
+    results = []
+    for case in _cases(stack, _layers(params, layers), weights):
+        ours = _time(case.ours, runs)
+        entry: dict[str, Any] = {
+            "kernel": case.name,
+            "seconds": ours.as_dict(),
+            "gb_per_s": _gbps(nbytes, ours),
+            "vs_copy": copy.median / ours.median,
+            "extra_bytes_analytic": case.analytic_bytes,
+            "extra_bytes_measured": _peak_extra(case.ours),
+        }
+        if references and case.reference is not None:
+            ref = _time(case.reference, max(1, min(runs, 3)))
+            entry["reference"] = {"name": case.reference_name, "gb_per_s": _gbps(nbytes, ref)}
+            entry["speedup_vs_reference"] = ref.median / ours.median
+            entry["reference"]["extra_bytes_measured"] = _peak_extra(case.reference)
+        if references and case.flower is not None:
+            fl = _time(case.flower, max(1, min(runs, 3)))
+            entry["flower"] = {"gb_per_s": _gbps(nbytes, fl)}
+        results.append(entry)
+    return {
+        "benchmark": "aggregate",
+        "clients": clients,
+        "params": params,
+        "layers": layers,
+        "dtype": str(stack.dtype),
+        "runs": runs,
+        "threads": get_num_threads(),
+        "input_bytes": nbytes,
+        "warmup_s": compile_s,
+        "machine": machine(),
+        "copy_gb_per_s": _gbps(nbytes, copy),
+        "results": results,
+    }
+
+
+def _fmt(g: dict[str, float]) -> str:
+    return f"{g['median']:.2f} [{g['min']:.2f}-{g['max']:.2f}]"
+
+
+def _rows(report: dict[str, Any]) -> list[list[str]]:
+    rows = [["copy (np.copyto)", _fmt(report["copy_gb_per_s"]), "1.00", "", "", "", ""]]
+    for r in report["results"]:
+        ref = r.get("reference")
+        rows.append([
+            r["kernel"],
+            _fmt(r["gb_per_s"]),
+            f"{r['vs_copy']:.2f}",
+            f"{ref['name']} {ref['gb_per_s']['median']:.2f}" if ref else "-",
+            f"{r['speedup_vs_reference']:.1f}x" if ref else "-",
+            f"{r['flower']['gb_per_s']['median']:.2f}" if "flower" in r else "-",
+            f"{r['extra_bytes_analytic'] / 1e6:.0f} / {r['extra_bytes_measured'] / 1e6:.0f}",
+        ])  # fmt: skip
+    return rows
+
+
+def print_aggregate_table(report: dict[str, Any]) -> None:
+    """Print the report as a rich table (plain text when not on a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    title = (
+        f"aggregate: K={report['clients']} x P={report['params']:,} {report['dtype']} "
+        f"in {report['layers']} layer(s), {report['threads']} threads; "
+        f"GB/s of client input, median \\[min-max] over {report['runs']} runs"
+    )
+    table = Table(title=title)
+    heads = [
+        "kernel",
+        "GB/s",
+        "x copy",
+        "numpy GB/s",
+        "speed-up",
+        "flower GB/s",
+        "extra MB (analytic / RSS)",
+    ]
+    for h in heads:
+        table.add_column(h, justify="left" if h == "kernel" else "right")
+    for row in _rows(report):
+        table.add_row(*row)
+    Console().print(table)
+
+
+def aggregate_command(
+    clients: int,
+    params: int,
+    layers: int,
+    dtype: str,
+    runs: int,
+    threads: int | None,
+    as_json: bool,
+) -> int:
+    """Run the aggregation benchmark and print a table (or JSON).
+
+    Returns:
+        The process exit code: 0 on success, 2 on invalid arguments.
+    """
+    try:
+        report = run_aggregate_bench(clients, params, layers, dtype, runs, threads)
+    except (ValueError, TypeError) as exc:
+        print(f"error: {exc}")
+        return 2
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_aggregate_table(report)
+    return 0
