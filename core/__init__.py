@@ -2,6 +2,7 @@
 
 from fedzero.core._apps import ClientApp, ServerApp
 from fedzero.core._array_record import ArrayRecord, NDArray
+from fedzero.core._client_helpers import clip_update, proximal_term
 from fedzero.core._codec import PROTOCOL_VERSION, Buffer, decode, encode
 from fedzero.core._context import Context
 from fedzero.core._dtypes import BFLOAT16, SUPPORTED_DTYPES
@@ -61,9 +62,11 @@ __all__ = [
     "ServerApp",
     "UnknownNodeError",
     "UnknownRunError",
+    "clip_update",
     "configure_logging",
     "decode",
     "encode",
     "generate_keys",
+    "proximal_term",
     "run_server_app",
 ]

@@ -38,7 +38,9 @@ CORE = {
     "RoundResult",
     "UnknownNodeError",
     "UnknownRunError",
+    "clip_update",
     "configure_logging",
+    "proximal_term",
     "decode",
     "encode",
 }
