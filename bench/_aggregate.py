@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -295,7 +296,7 @@ def print_aggregate_table(report: dict[str, Any]) -> None:
         table.add_column(h, justify="left" if h == "kernel" else "right")
     for row in _rows(report):
         table.add_row(*row)
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 150).print(table)
 
 
 def aggregate_command(
