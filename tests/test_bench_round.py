@@ -56,3 +56,4 @@ def test_round_bench_json() -> None:
     assert report["link_peak_rss_bytes"] > 1_000_000
     assert report["node_peak_rss_bytes_max"] > 1_000_000
     assert report["startup_s"] > 0
+    assert report["link_warmup_s"] > 0
