@@ -318,15 +318,21 @@ class Grid:
             raise ConnectionBrokenError(f"send to link {self._address} failed: {exc}") from exc
 
     def _drain(self) -> None:
+        received: list[str] = []
         while True:
             try:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
+                break
             self._last_heard = time.monotonic()
-            self._handle(frames)
+            reply_to = self._handle(frames)
+            if reply_to:
+                received.append(reply_to)
+        if received:  # the link holds a node's upload credit until we have the reply
+            self._send(control("ack", message_ids=received))
 
-    def _handle(self, frames: list[zmq.Frame]) -> None:
+    def _handle(self, frames: list[zmq.Frame]) -> str | None:
+        """Handle one message from the link; return the id it answers, if a reply."""
         try:
             kind, header, _ = parse_envelope(frames)
             if kind == "message":
@@ -340,7 +346,8 @@ class Grid:
                     node_id=meta.src_node_id,
                     error=msg.has_error(),
                 )
-            elif kind == "app_welcome":
+                return meta.reply_to_message_id
+            if kind == "app_welcome":
                 self._run_id = header["run_id"]
                 self._run_config = header["run_config"]
             elif kind == "nodes":
@@ -349,6 +356,7 @@ class Grid:
                 raise ProtocolError(f"link refused: {header['reason']}")
         except DeserializationError as exc:
             log.warning("grid_malformed_from_link", error=str(exc))
+        return None
 
     def _emit(self, **event: Any) -> None:
         for listener in self._listeners:

@@ -44,6 +44,7 @@ KINDS: Final[dict[str, dict[str, str]]] = {
     "report": {"round": "int", "metrics": "dict"},
     "push": {"metadata": "dict", "content": "list", "dst": "list", "aggregate": "dict?"},
     "app_bye": {},
+    "ack": {"message_ids": "list"},
     # link -> ServerApp
     "app_welcome": {"run_id": "int", "run_config": "dict"},
     "nodes": {"node_ids": "list"},

@@ -42,6 +42,9 @@ def main(
         Optional[Path],  # noqa: UP045
         typer.Option(help="Directory of allowed node public keys (*.key); SIGHUP reloads."),
     ] = None,
+    drain_grace: Annotated[
+        float, typer.Option(help="On SIGTERM, seconds to let in-flight rounds finish.")
+    ] = 30.0,
     warmup: Annotated[
         bool, typer.Option(help="Compile the aggregation kernels at start-up (in the background).")
     ] = True,
@@ -67,7 +70,7 @@ def main(
         typer.echo(f"fedzero-link: {exc}", err=True)
         raise typer.Exit(2) from None
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: link.stop(timeout=0))
+        signal.signal(sig, lambda *_: link.drain(drain_grace))
     signal.signal(signal.SIGHUP, lambda *_: link.reload_keys())
     link.run()
     if link.startup_error is not None:

@@ -28,6 +28,7 @@ from fedzero.link._state import Run
 log = structlog.get_logger(__name__)
 
 _BATCH: Final = 256  # messages handled per socket per loop turn (fairness)
+_FINISH_SECS: Final = 5.0  # after the drain grace: time to deliver failed rounds' results
 
 
 class Link:
@@ -58,6 +59,7 @@ class Link:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop_requested = False
+        self._drain_deadline: float | None = None
         self._auth: Any = None
         self._sockets: list[zmq.Socket[bytes]] = []
         self._worker: FoldWorker | None = None
@@ -84,6 +86,15 @@ class Link:
         self._post(b"stop")
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+    def drain(self, grace: float) -> None:
+        """Stop taking work; finish in-flight messages within ``grace`` seconds, then stop.
+
+        New runs and new pushes are refused (``RUN_STOPPED``); what is still
+        pending when the grace period ends is failed with ``RUN_STOPPED``. Safe
+        from any thread and from a signal handler; :meth:`run` then returns.
+        """
+        self._post(b"drain %f" % max(0.0, grace))
 
     def reload_keys(self) -> None:
         """Re-read the allowed node keys directory (safe from any thread)."""
@@ -169,7 +180,15 @@ class Link:
             poller.register(sock, zmq.POLLIN)
         interval = self.config.heartbeat_interval / 2
         next_tick = time.monotonic()
+        failed_all = False
         while not self._stop_requested:
+            if self._drain_deadline is not None:
+                overdue = time.monotonic() - self._drain_deadline
+                if router.idle() or overdue > _FINISH_SECS:
+                    break
+                if overdue >= 0 and not failed_all:  # grace is over: fail what is left
+                    router.fail_all("the link is shutting down")
+                    failed_all = True
             if time.monotonic() >= next_tick:
                 router.tick()
                 next_tick = time.monotonic() + interval
@@ -200,6 +219,14 @@ class Link:
                         self._router.on_worker(outcome)
             elif command == b"stop":
                 self._stop_requested = True
+            elif command.startswith(b"drain ") and self._router is not None:
+                grace = float(command.split()[1])
+                if self._drain_deadline is None:
+                    self._drain_deadline = time.monotonic() + grace
+                    self._router.draining = True
+                    log.info("link_draining", grace_secs=grace, pending=self._router.pending_count)
+                else:  # asked twice (a second Ctrl-C): stop now
+                    self._drain_deadline = time.monotonic()
             elif command == b"reload" and self._auth is not None:
                 self._auth.configure_curve(domain="*", location=str(self.config.allowed_keys_dir))
                 log.info("allowed_keys_reloaded", directory=str(self.config.allowed_keys_dir))

@@ -81,7 +81,25 @@ class Router:
         self._next_run_id = 1
         self._node_waiters: list[tuple[bytes, int, float]] = []
         self.rounds: dict[str, AggregatedRound] = {}
+        self.draining = False
         self.worker = worker
+
+    @property
+    def pending_count(self) -> int:
+        """Messages delivered to nodes and not yet answered."""
+        return len(self._pending)
+
+    def idle(self) -> bool:
+        """Whether nothing is in flight: no pending message, no unfinished round."""
+        return not self._pending and not self.rounds
+
+    def fail_all(self, reason: str) -> None:
+        """Fail everything in flight with ``RUN_STOPPED`` (shutdown after the grace period)."""
+        for entry in self._pending.pop_expired(float("inf")):
+            self.credit.release(entry.message_id)
+            self._fail(entry, ErrorCode.RUN_STOPPED, reason)
+        for round_id in list(self.rounds):
+            self._round_check(round_id, force=True)
 
     def tick(self) -> None:
         """Run the timers: liveness, expiry, waiting get_nodes calls, round deadlines."""
@@ -123,10 +141,12 @@ class Router:
         self._node_offline(node, "unreachable")
         return False
 
-    def _to_app(self, rid: bytes, frames: list[Any]) -> None:
-        if not self._send(self._app, rid, frames):
-            self.stats["app_unreachable"] += 1
-            log.warning("server_app_unreachable", run_id=self._run_by_app.get(rid))
+    def _to_app(self, rid: bytes, frames: list[Any]) -> bool:
+        if self._send(self._app, rid, frames):
+            return True
+        self.stats["app_unreachable"] += 1
+        log.warning("server_app_unreachable", run_id=self._run_by_app.get(rid))
+        return False
 
     def _refuse(
         self, sock: zmq.Socket[bytes], rid: bytes, code: ErrorCode, reason: str, **extra: Any
@@ -332,8 +352,10 @@ class Router:
         if entry.round_id:
             self._round_reply(entry, reply)
             return
-        self._to_app(entry.app_routing_id, [f.buffer for f in frames])
-        self._grant(self.credit.release(entry.message_id))
+        # The upload credit stays held until the ServerApp acks the reply: the link
+        # never holds more replies than the credit window, however slow the app reads.
+        if not self._to_app(entry.app_routing_id, [f.buffer for f in frames]):
+            self._grant(self.credit.release(entry.message_id))
 
     def _reply_problem(self, node: Node, meta: Metadata, entry: Pending | None) -> str | None:
         if entry is None:
@@ -361,7 +383,10 @@ class Router:
             self._refuse(self._app, rid, ErrorCode.MALFORMED, str(exc))
             return
         if kind == "app_hello":
-            self._on_app_hello(rid, header)
+            if self.draining:
+                self._refuse(self._app, rid, ErrorCode.RUN_STOPPED, "the link is shutting down")
+            else:
+                self._on_app_hello(rid, header)
             return
         run = self.runs.get(self._run_by_app.get(rid, -1))
         if run is None:
@@ -374,6 +399,10 @@ class Router:
             self._answer_node_waiters(time.monotonic())
         elif kind == "report":
             self._on_report(run, header)
+        elif kind == "ack":
+            for message_id in header["message_ids"]:
+                if isinstance(message_id, str):
+                    self._grant(self.credit.release(message_id))
         elif kind == "push":
             self._on_push(rid, run, header, views)
         elif kind == "app_bye":
@@ -464,7 +493,9 @@ class Router:
 
     def _deliver(self, run: Run, entry: Pending, frames: list[Any]) -> None:
         node = self.nodes.get(entry.node_id)
-        if entry.message_id in self._pending or entry.message_id in self._recent:
+        if self.draining:
+            self._fail(entry, ErrorCode.RUN_STOPPED, "the link is shutting down")
+        elif entry.message_id in self._pending or entry.message_id in self._recent:
             self._fail(entry, ErrorCode.REJECTED, "duplicate message id")
         elif node is None or not node.online:
             self._fail(entry, ErrorCode.NODE_UNAVAILABLE, f"node {entry.node_id} is not online")
@@ -579,9 +610,9 @@ class Router:
                      method=rnd.spec.method, replies=rnd.folded, failures=len(rnd.failures),
                      secs=round(time.monotonic() - rnd.started, 4))  # fmt: skip
 
-    def _round_check(self, round_id: str) -> None:
+    def _round_check(self, round_id: str, force: bool = False) -> None:
         rnd = self.rounds.get(round_id)
-        if rnd is None or not rnd.complete(time.monotonic()):
+        if rnd is None or rnd.finishing or not (force or rnd.complete(time.monotonic())):
             return
         rnd.finishing = True
         for entry in self._pending.pop_round(round_id):

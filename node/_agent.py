@@ -99,6 +99,9 @@ class NodeAgent:
         self._next_ping = 0.0
         self._next_hello = 0.0
         self.registrations = 0
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._drain_deadline: float | None = None
 
     # --------------------------------------------------------------- lifecycle
 
@@ -111,6 +114,17 @@ class NodeAgent:
     def wait_registered(self, timeout: float) -> bool:
         """Wait until the link has welcomed this node."""
         return self._registered.wait(timeout)
+
+    def drain(self, grace: float) -> None:
+        """Finish the tasks in progress (up to ``grace`` seconds), refuse new ones, then stop.
+
+        Safe from any thread and from a signal handler; a second call stops at once.
+        """
+        with self._lock:
+            now = time.monotonic()
+            self._drain_deadline = now + grace if self._drain_deadline is None else now
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"d")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the agent (from any thread) and wait for it to finish."""
@@ -198,6 +212,8 @@ class NodeAgent:
         sock: zmq.Socket[bytes] | None = None
         monitor: zmq.Socket[bytes] | None = None
         while not self._stop.is_set():
+            if self._drained():
+                break
             if sock is not self._sock:
                 for old in (sock, monitor):
                     if old is not None:
@@ -218,6 +234,18 @@ class NodeAgent:
                 self._on_monitor()
             if sock in events:
                 self._drain()
+
+    def _drained(self) -> bool:
+        """While draining: whether every task is answered (or the grace is over)."""
+        with self._lock:
+            deadline, busy = self._drain_deadline, self._in_flight
+        if deadline is None:
+            return False
+        done = busy == 0 and self._outbox.empty() and not self._awaiting_credit
+        if done or time.monotonic() >= deadline:
+            log.info("node_drained", node_id=self.node_id, unfinished=busy)
+            return True
+        return False
 
     def _tick(self, now: float) -> None:
         if not self._registered.is_set():
@@ -333,6 +361,13 @@ class NodeAgent:
         if meta.dst_node_id != self.node_id or meta.is_expired():
             log.warning("task_dropped", message_id=meta.message_id, expired=meta.is_expired())
             return
+        with self._lock:
+            draining = self._drain_deadline is not None
+            self._in_flight += 0 if draining else 1
+        if draining:
+            error = Error(ErrorCode.RUN_STOPPED, "the node is shutting down")
+            self._send(encode(msg.create_error_reply(error)))
+            return
         ctx = self._contexts.get(meta.run_id)
         if ctx is None:
             ctx = Context(
@@ -348,7 +383,11 @@ class NodeAgent:
     def _execute(self, msg: Message, ctx: Context) -> None:
         """Run the ClientApp on a worker thread; queue the reply for the IO thread."""
         started = time.perf_counter()
-        self._outbox.put(handle_message(self.app, msg, ctx))
+        try:
+            self._outbox.put(handle_message(self.app, msg, ctx))
+        finally:
+            with self._lock:
+                self._in_flight -= 1
         log.debug(
             "task_done",
             run_id=ctx.run_id,

@@ -32,6 +32,9 @@ def main(
         Optional[Path],  # noqa: UP045
         typer.Option(help="The link's CURVE public .key file."),
     ] = None,
+    drain_grace: Annotated[
+        float, typer.Option(help="On SIGTERM, seconds to let running tasks finish.")
+    ] = 30.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Connect to the link and run the app's ClientApp for every run."""
@@ -54,7 +57,7 @@ def main(
         typer.echo(f"fedzero-node: {exc}", err=True)
         raise typer.Exit(2) from None
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: agent.stop(timeout=0))
+        signal.signal(sig, lambda *_: agent.drain(drain_grace))
     agent.run()
 
 

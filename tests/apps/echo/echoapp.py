@@ -21,6 +21,12 @@ _forever = threading.Event()
 
 @client.train()
 def train(msg: Message, context: Context) -> Message:
+    fifo = context.node_config.get("started-fifo")
+    if fifo:  # tell the test, through a named pipe, that training has started
+        with open(str(fifo), "w") as pipe:
+            pipe.write("started\n")
+    if context.node_config.get("work"):
+        _forever.wait(float(context.node_config["work"]))  # simulated training time
     if context.node_config.get("hang"):
         _forever.wait()  # simulates a node stuck in training until it is killed
     if context.node_config.get("fail"):
