@@ -244,11 +244,15 @@ class WeightedMeanAccumulator(Accumulator):
             clip_factor(0.0, clip_norm)  # validates the bound
         self.clip_norm = clip_norm
         self._acc: dict[str, np.ndarray] = {}
+        self._result: dict[str, np.ndarray] | None = None
 
     def _begin(self) -> None:
         self._acc = {n: np.zeros(s, self.acc_dtype(n)) for n, (s, _) in self._specs.items()}
+        self._result = None
 
     def _fold(self, updates: list[dict[str, np.ndarray]], weights: list[float]) -> None:
+        if self._result is not None:
+            raise RuntimeError("finish() was called: begin() the next round before folding")
         scaled = list(weights)
         if self.clip_norm is not None:
             for j, update in enumerate(updates):
@@ -257,7 +261,27 @@ class WeightedMeanAccumulator(Accumulator):
             weighted_fold_many(acc, [u[name] for u in updates], scaled)
 
     def _finish(self) -> dict[str, np.ndarray]:
-        return {n: self._cast_out(n, acc, 1.0 / self.total_weight) for n, acc in self._acc.items()}
+        """Scale the sums into the mean; where the dtypes match, in the sum's own buffer.
+
+        Reusing the buffer saves a model-sized allocation at the end of every
+        round. Calling ``finish`` again returns the same arrays; folding after
+        ``finish`` needs a new ``begin``.
+        """
+        if self._result is not None:
+            return self._result
+        out: dict[str, np.ndarray] = {}
+        factor = 1.0 / self.total_weight
+        for name, acc in self._acc.items():
+            shape, dtype = self._specs[name]
+            if acc.dtype == dtype:
+                flat = acc.reshape(-1)
+                with parallel_launch():
+                    scale_into(flat, flat, factor)
+                out[name] = acc.reshape(shape)
+            else:
+                out[name] = self._cast_out(name, acc, factor)
+        self._result = out
+        return out
 
     @property
     def nbytes(self) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -47,6 +47,10 @@ def round_(
     ),
     rounds: Annotated[int, typer.Option(help="Timed rounds (after one warm-up).", min=1)] = 5,
     layers: Annotated[int, typer.Option(help="Arrays the model is split into.", min=1)] = 1,
+    aggregate: Annotated[
+        Optional[str],  # noqa: UP045 - typer needs Optional here
+        typer.Option(help="Aggregate on the link (fedavg, trimmed_mean, median, krum)."),
+    ] = None,
     as_json: _JSON = False,
 ) -> None:
     """A round on a local link + node processes vs raw zmq for the same bytes, in the same run."""
@@ -56,7 +60,7 @@ def round_(
     from fedzero.core import configure_logging
 
     configure_logging("warning", stream=sys.stderr)  # stdout is for the report
-    report = run_round_bench(nodes, params, rounds, layers)
+    report = run_round_bench(nodes, params, rounds, layers, aggregate=aggregate)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:

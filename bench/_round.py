@@ -55,6 +55,7 @@ def run_round_bench(
     *,
     startup_timeout: float = 60.0,
     round_timeout: float | None = None,
+    aggregate: str | None = None,
 ) -> dict[str, Any]:
     """Time federated rounds on a local link + ``nodes`` node processes, and raw zmq.
 
@@ -66,6 +67,8 @@ def run_round_bench(
         layers: arrays the model is split into.
         startup_timeout: seconds allowed for the link and the nodes to come up.
         round_timeout: seconds allowed per round (default: from the bytes moved).
+        aggregate: let the link aggregate with this method (e.g. ``"fedavg"``)
+            instead of returning every reply to the ServerApp.
 
     Returns:
         A JSON-ready report (times in seconds, sizes in bytes).
@@ -89,7 +92,14 @@ def run_round_bench(
         link_pid = _start_federation(procs, root, nodes)
         node_pids = [pid for name, pid in procs.pids().items() if name.startswith("node-")]
         fed = _federated_rounds(
-            procs, f"ipc://{root}/app", model, nodes, rounds, timeout, started + startup_timeout
+            procs,
+            f"ipc://{root}/app",
+            model,
+            nodes,
+            rounds,
+            timeout,
+            started + startup_timeout,
+            aggregate,
         )
         fed["link_peak_rss_bytes"] = peak_rss_bytes(link_pid)
         fed["node_peak_rss_bytes_max"] = max(peak_rss_bytes(pid) for pid in node_pids)
@@ -110,6 +120,7 @@ def run_round_bench(
         "params": params,
         "layers": layers,
         "rounds": rounds,
+        "aggregate": aggregate,
         "model_bytes": model_bytes,
         "bytes_per_round": {
             "down": nodes * model_bytes,
@@ -177,6 +188,7 @@ def _federated_rounds(
     rounds: int,
     timeout: float,
     startup_deadline: float,
+    aggregate: str | None = None,
 ) -> dict[str, Any]:
     """Connect as the ServerApp, wait for the nodes, run the rounds."""
     expected = {name: arr + 1 for name, arr in model.items()}
@@ -189,7 +201,9 @@ def _federated_rounds(
             warm = time.perf_counter()
             _wait_link_warm(grid, node_ids, max(10.0, startup_deadline - warm))
             warm_up = time.perf_counter() - warm
-            samples = _timed_rounds(grid, procs, node_ids, model, expected, rounds, timeout)
+            samples = _timed_rounds(
+                grid, procs, node_ids, model, expected, rounds, timeout, aggregate
+            )
     except Exception as exc:
         procs.check_alive()  # a dead process is the better explanation
         raise RuntimeError(f"{exc}\n--- link log:\n{procs.log_tail('link')}") from exc
@@ -234,6 +248,7 @@ def _timed_rounds(
     expected: Model,
     rounds: int,
     timeout: float,
+    aggregate: str | None = None,
 ) -> list[float]:
     content = RecordDict({_RECORD: ArrayRecord(model)})  # one object: one fan-out
     samples = []
@@ -242,6 +257,13 @@ def _timed_rounds(
             grid.create_message(content, "train", nid, group_id=str(rnd)) for nid in node_ids
         ]
         start = time.perf_counter()
+        if aggregate is not None:
+            spec = {"method": aggregate, "arrays_key": _RECORD, "weight_key": ""}
+            result = grid.send_and_receive(messages, timeout=timeout, aggregate=spec)
+            if rnd:
+                samples.append(time.perf_counter() - start)
+            _check_aggregate(result, len(node_ids), expected, rnd)
+            continue
         replies = grid.send_and_receive(messages, timeout=timeout)
         elapsed = time.perf_counter() - start
         if len(replies) < len(messages):
@@ -254,6 +276,17 @@ def _timed_rounds(
         if rnd:  # round 0 warms up
             samples.append(elapsed)
     return samples
+
+
+def _check_aggregate(result: Any, count: int, expected: Model, rnd: int) -> None:
+    """Raise unless the link aggregated every reply into sent + 1."""
+    if result.replies != count or result.arrays is None:
+        raise RuntimeError(
+            f"round {rnd}: aggregated {result.replies} of {count}: {result.failures}"
+        )
+    for name, want in expected.items():
+        if not np.allclose(result.arrays[name], want, rtol=1e-6):
+            raise RuntimeError(f"round {rnd}: aggregated {name!r} is wrong")
 
 
 def _check_replies(replies: list[Message], node_ids: list[int], expected: Model, rnd: int) -> None:

@@ -68,6 +68,12 @@ class RoundState:
 
     def __init__(self, spec: AggregateSpec, reference: Arrays, expected: int) -> None:
         self.spec = spec
+        if spec.clip_norm <= 0:
+            # Only names, shapes and dtypes are needed: do not keep the pushed model
+            # (and so its received frames) alive for the whole round.
+            reference = {k: np.lib.stride_tricks.as_strided(np.zeros(1, v.dtype), v.shape,
+                                                            (0,) * v.ndim)
+                         for k, v in reference.items()}  # fmt: skip
         self.floats = {k: v for k, v in reference.items() if v.dtype in INPUT_DTYPES}
         self.others = {k: v for k, v in reference.items() if k not in self.floats}
         self.acc = _accumulator(spec, expected)

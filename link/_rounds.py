@@ -185,6 +185,7 @@ class FoldWorker:
                 warmup()
             while (job := self._jobs.get()) is not None:
                 batch = [job]
+                nxt: tuple[Any, ...] | None = None
                 while job[0] == "fold":  # several replies ready: fold them in one pass
                     try:
                         nxt = self._jobs.get_nowait()
@@ -194,7 +195,11 @@ class FoldWorker:
                         self._jobs.put(nxt)  # keep order: handled after this batch
                         break
                     batch.append(nxt)
-                for outcome in RoundState.process(states, batch):
+                outcomes = RoundState.process(states, batch)
+                # Drop our references to the folded replies before waiting for more
+                # work: their received frames are freed now, not after the next job.
+                del batch, job, nxt
+                for outcome in outcomes:
                     self.done.put(outcome)
                 wake.send(b"work")
         finally:
