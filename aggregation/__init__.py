@@ -1,4 +1,4 @@
-"""Numba aggregation kernels, streaming accumulators and server optimizers.
+"""Strategies, Numba aggregation kernels, streaming accumulators and server optimizers.
 
 Kernels (validating wrappers around ``@njit`` loops) fold client arrays of
 float16, bfloat16, float32 or float64 into float32/float64 accumulators.
@@ -24,19 +24,49 @@ from ._ops import (
     weighted_fold_many,
 )
 from ._robust import TrimmedMeanState, coordinate_median, trimmed_mean
-from ._server_opt import FedAdagrad, FedAdam, FedAvgM, FedYogi
+from ._server_opt import ServerAdagrad, ServerAdam, ServerMomentum, ServerYogi
+from ._strategies import (
+    DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    MultiKrum,
+)
+from ._strategy import FixedClipping, Result, Strategy
 from ._warmup import warmup
 
 __all__ = [
     "ACCUMULATOR_DTYPES",
     "INPUT_DTYPES",
     "Accumulator",
+    "DifferentialPrivacyClientSideFixedClipping",
+    "DifferentialPrivacyServerSideFixedClipping",
     "FedAdagrad",
     "FedAdam",
+    "FedAvg",
     "FedAvgM",
+    "FedMedian",
+    "FedProx",
+    "FedTrimmedAvg",
     "FedYogi",
+    "FixedClipping",
+    "Krum",
     "KrumAccumulator",
     "MedianAccumulator",
+    "MultiKrum",
+    "Result",
+    "ServerAdagrad",
+    "ServerAdam",
+    "ServerMomentum",
+    "ServerYogi",
+    "Strategy",
     "TrimmedMeanAccumulator",
     "TrimmedMeanState",
     "UpdateRejected",

@@ -20,7 +20,7 @@ from . import _kernels as k
 from ._config import parallel_launch
 from ._robust import default_accumulator_dtype
 
-__all__ = ["FedAdagrad", "FedAdam", "FedAvgM", "FedYogi"]
+__all__ = ["ServerAdagrad", "ServerAdam", "ServerMomentum", "ServerYogi"]
 
 Arrays = Mapping[str, Any]
 
@@ -94,7 +94,7 @@ class _FedOpt:
 
 
 @dataclass
-class FedAdam(_FedOpt):
+class ServerAdam(_FedOpt):
     """FedAdam: ``v = b2*v + (1-b2)*d^2``; step scaled by Adam's bias correction.
 
     ``eta_t = eta * sqrt(1 - b2^(t+1)) / (1 - b1^(t+1))`` as in Flower, with ``t``
@@ -114,7 +114,7 @@ class FedAdam(_FedOpt):
 
 
 @dataclass
-class FedYogi(_FedOpt):
+class ServerYogi(_FedOpt):
     """FedYogi: ``v = v - (1-b2) * d^2 * sign(v - d^2)``."""
 
     eta: float = 1e-2
@@ -126,7 +126,7 @@ class FedYogi(_FedOpt):
 
 
 @dataclass
-class FedAdagrad(_FedOpt):
+class ServerAdagrad(_FedOpt):
     """FedAdagrad: ``v = v + d^2`` (Flower's defaults: no momentum, ``beta_1 = 0``)."""
 
     eta: float = 1e-1
@@ -138,7 +138,7 @@ class FedAdagrad(_FedOpt):
 
 
 @dataclass
-class FedAvgM:
+class ServerMomentum:
     """FedAvg with server momentum (Hsu et al. 2019), Flower's formulation.
 
     ``g = current - aggregated``; with momentum, ``mom = momentum * mom + g`` (just

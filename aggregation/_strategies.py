@@ -12,10 +12,10 @@ from typing import Any
 
 from fedzero.core import ArrayRecord, ConfigRecord
 
-from ._server_opt import FedAdagrad as _AdagradOpt
-from ._server_opt import FedAdam as _AdamOpt
-from ._server_opt import FedAvgM as _MomentumOpt
-from ._server_opt import FedYogi as _YogiOpt
+from ._server_opt import ServerAdagrad as _AdagradOpt
+from ._server_opt import ServerAdam as _AdamOpt
+from ._server_opt import ServerMomentum as _MomentumOpt
+from ._server_opt import ServerYogi as _YogiOpt
 from ._strategy import FixedClipping, Result, Strategy, float_arrays
 
 

@@ -18,7 +18,7 @@ from ._ops import (
     weighted_fold_many,
 )
 from ._robust import NETWORK_MAX_CLIENTS, coordinate_median, trimmed_mean
-from ._server_opt import FedAdam, FedAvgM
+from ._server_opt import ServerAdam, ServerMomentum
 
 __all__ = ["warmup"]
 
@@ -56,8 +56,8 @@ def warmup() -> float:
             mean.finish()
     for dtype in ACCUMULATOR_DTYPES:
         model = {"w": np.zeros(3, dtype)}
-        FedAdam().step(model, model)
-        FedAvgM(server_momentum=0.9).step(model, model)
+        ServerAdam().step(model, model)
+        ServerMomentum(server_momentum=0.9).step(model, model)
     secs = time.perf_counter() - start
     log.info("aggregation_warmup_done", secs=round(secs, 3))
     return secs

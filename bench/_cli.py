@@ -67,6 +67,30 @@ def round_(
         print_round_report(report)
 
 
+@app.command()
+def aggregate(
+    clients: Annotated[int, typer.Option(help="Client updates K.", min=1)] = 16,
+    params: Annotated[int, typer.Option(help="Parameters P per update.", min=1)] = 25_000_000,
+    layers: Annotated[int, typer.Option(help="Arrays each update is split into.", min=1)] = 1,
+    dtype: Annotated[str, typer.Option(help="float16, bfloat16, float32 or float64.")] = "float32",
+    runs: Annotated[int, typer.Option(help="Timed runs per kernel.", min=1)] = 5,
+    threads: Annotated[
+        Optional[int],  # noqa: UP045 - typer needs Optional here
+        typer.Option(help="Numba threads (default: all cores)."),
+    ] = None,
+    as_json: _JSON = False,
+) -> None:
+    """Aggregation kernels: GB/s of client input vs NumPy and a same-size copy, same run."""
+    import sys
+
+    from fedzero.bench._aggregate import aggregate_command
+    from fedzero.core import configure_logging
+
+    configure_logging("warning", stream=sys.stderr)  # stdout is for the report
+    code = aggregate_command(clients, params, layers, dtype, runs, threads, as_json)
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Entry point of the ``fedzero-bench`` console script."""
     app()

@@ -199,7 +199,7 @@ def test_results_do_not_depend_on_thread_count() -> None:
 def test_server_optimizers_match_flower(kind: str) -> None:
     rng = np.random.default_rng(4)
     x = {"w": rng.standard_normal(100)}
-    opt = {"adam": agg.FedAdam, "yogi": agg.FedYogi, "adagrad": agg.FedAdagrad}[kind]()
+    opt = {"adam": agg.ServerAdam, "yogi": agg.ServerYogi, "adagrad": agg.ServerAdagrad}[kind]()
     m = np.zeros(100)
     v = np.zeros(100)
     for rnd in (1, 2, 3):
@@ -215,7 +215,7 @@ def test_server_optimizers_match_flower(kind: str) -> None:
 
 
 def test_fedavgm_matches_flower() -> None:
-    opt = agg.FedAvgM(server_learning_rate=0.5, server_momentum=0.9)
+    opt = agg.ServerMomentum(server_learning_rate=0.5, server_momentum=0.9)
     x = {"w": np.ones(4, np.float32)}
     mom = None
     ref = x["w"].astype(np.float64)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedzero.aggregation._strategies import (
+from fedzero.aggregation import (
     DifferentialPrivacyServerSideFixedClipping,
     FedAdam,
     FedAvg,
@@ -36,11 +36,15 @@ app = ClientApp()
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     shift = float(context.node_config["shift"])
-    arrays = {k: (v + shift).astype(v.dtype) for k, v in msg.content.array_records["arrays"].items()}
+    arrays = {
+        k: (v + shift).astype(v.dtype) for k, v in msg.content.array_records["arrays"].items()
+    }
     config = msg.content.config_records["config"]
     metrics = {"num-examples": int(context.node_config["examples"]), "shift": shift,
                "round": int(config["server-round"]), "mu": float(config.get("proximal-mu", -1.0))}  # fmt: skip
-    return msg.create_reply(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}))
+    return msg.create_reply(
+        RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)})
+    )
 
 
 @app.evaluate()
@@ -50,7 +54,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     return msg.create_reply(RecordDict({"metrics": MetricRecord(metrics)}))
 
 
-NODES = [{"shift": 1.0, "examples": 1}, {"shift": 2.0, "examples": 1}, {"shift": 6.0, "examples": 2}]
+NODES = [
+    {"shift": 1.0, "examples": 1},
+    {"shift": 2.0, "examples": 1},
+    {"shift": 6.0, "examples": 2},
+]
 MEAN_SHIFT = (1.0 + 2.0 + 2 * 6.0) / 4  # weighted by examples
 
 
@@ -111,7 +119,9 @@ def test_fedavgm_matches_the_momentum_formula() -> None:
 
 
 def test_fedadam_matches_the_adam_formula() -> None:
-    s = FedAdam(min_available_nodes=3, fraction_evaluate=0, eta=0.1, beta_1=0.9, beta_2=0.99, tau=1e-9)
+    s = FedAdam(
+        min_available_nodes=3, fraction_evaluate=0, eta=0.1, beta_1=0.9, beta_2=0.99, tau=1e-9
+    )
     result, _ = _run(s)
     x, m, v = 0.0, 0.0, 0.0
     for t in range(1, 4):
