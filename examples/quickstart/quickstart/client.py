@@ -27,7 +27,7 @@ def train_fn(msg: Message, context: Context) -> Message:
         batch_size=int(cfg["batch-size"]),
         seed=int(msg.metadata.group_id or 0),
     )
-    metrics = MetricRecord({"train-loss": loss, "num-examples": len(y)})
+    metrics = MetricRecord({"loss": loss, "num-examples": len(y)})
     return msg.create_reply(RecordDict({"arrays": ArrayRecord(model), "metrics": metrics}))
 
 
