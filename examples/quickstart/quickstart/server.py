@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fedzero.aggregation import FedAvg
 from fedzero.core import ArrayRecord, Context, Grid, ServerApp
-
 from quickstart.task import evaluate, initial_model, load_test_set
 
 app = ServerApp()
