@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -42,13 +43,18 @@ def run_codec_bench(total_bytes: int = 100_000_000, runs: int = 9) -> dict[str, 
         msg = Message(RecordDict({"arrays": ArrayRecord(arrays)}), 1, "train")
         got = _round_trip(msg)
         for key, arr in arrays.items():  # correctness before speed
-            if not np.array_equal(got.content["arrays"][key], arr):  # type: ignore[index]
+            if not np.array_equal(got.content.array_records["arrays"][key], arr):
                 raise RuntimeError(f"round trip changed {key}")
-        ours = time_runs(lambda m=msg: _round_trip(m), runs)
-        ref = time_runs(lambda a=arrays: _safetensors_round_trip(a), runs)
+        ours = time_runs(functools.partial(_round_trip, msg), runs)
+        ref = time_runs(functools.partial(_safetensors_round_trip, arrays), runs)
         results.append(_entry(name, total_bytes, ours, ref))
-    return {"benchmark": "codec", "bytes": total_bytes, "runs": runs, "machine": machine(),
-            "results": results}  # fmt: skip
+    return {
+        "benchmark": "codec",
+        "bytes": total_bytes,
+        "runs": runs,
+        "machine": machine(),
+        "results": results,
+    }
 
 
 def _entry(name: str, nbytes: int, ours: Summary, ref: Summary) -> dict[str, Any]:

@@ -12,10 +12,22 @@ import pytest
 @pytest.mark.timeout(60)
 def test_codec_bench_json() -> None:
     out = subprocess.run(
-        [sys.executable, "-c", "from fedzero.bench._cli import main; main()",
-         "codec", "--megabytes", "1", "--runs", "2", "--json"],
-        check=True, capture_output=True, text=True, timeout=60,
-    ).stdout  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from fedzero.bench._cli import main; main()",
+            "codec",
+            "--megabytes",
+            "1",
+            "--runs",
+            "2",
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     report = json.loads(out)
     assert report["benchmark"] == "codec"
     assert len(report["results"]) == 2
