@@ -1,14 +1,24 @@
-"""LinkConfig: every setting of the link daemon, with defaults for one machine."""
+"""LinkConfig: every setting of the link daemon, with defaults for one machine.
+
+Field names are the configuration keys: ``heartbeat_timeout`` is
+``heartbeat-timeout`` in ``[link]`` of a TOML file (``--config``), the
+environment variable ``FEDZERO_LINK_HEARTBEAT_TIMEOUT``, and the flag
+``--heartbeat-timeout``; flags win over the environment, which wins over the file.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal
 
 from fedzero.core import ConfigurationError
 
 DEFAULT_APP_ADDRESS = "tcp://127.0.0.1:9091"
 DEFAULT_FLEET_ADDRESS = "tcp://127.0.0.1:9092"
+DEFAULT_CONTROL_ADDRESS = "tcp://127.0.0.1:9093"
+DEFAULT_HTTP_ADDRESS = "127.0.0.1:9095"
+_MB = 2**20
 
 
 @dataclasses.dataclass(slots=True)
@@ -18,33 +28,61 @@ class LinkConfig:
     Attributes:
         fleet_address: where nodes connect (ROUTER bind address).
         app_address: where ServerApps connect.
+        control_address: where the ``fedzero`` CLI connects.
+        http_address: ``host:port`` of the statistics web server ("" disables it).
+        state_dir: where runs, rounds, nodes, events (SQLite) and checkpoints live
+            (None: keep state in memory only).
         heartbeat_interval: seconds between a node's pings (told to nodes).
         heartbeat_timeout: a node silent this long is offline and its work fails.
-        max_message_bytes: largest frame accepted (ZMQ_MAXMSGSIZE); bigger
-            ones disconnect the sender.
-        credit_threshold: replies larger than this wait for upload credit.
+        max_message_mb: largest frame accepted (ZMQ_MAXMSGSIZE); bigger ones
+            disconnect the sender.
+        credit_threshold: replies larger than this many bytes wait for upload credit.
         max_concurrent_uploads: large uploads admitted at once.
-        max_upload_bytes: bytes of large uploads admitted at once (one upload
-            larger than this is admitted alone).
+        max_upload_mb: MB of large uploads admitted at once (one upload larger
+            than this is admitted alone).
         curve_secret_key: the link's ``.key_secret`` file; enables CURVE on the
             fleet endpoint.
         allowed_keys_dir: directory of node public keys (``*.key``) allowed to
-            connect; reloaded on :meth:`Link.reload_keys` (SIGHUP).
+            connect; re-read on SIGHUP.
+        checkpoint_retention: global-model checkpoints kept per run (0: all).
+        drain_grace: on SIGTERM, seconds in-flight rounds may take to finish.
+        log_level: ``debug``, ``info``, ``warning`` or ``error``.
         warmup: compile every aggregation kernel at start-up (in the fold
             worker, so the link serves at once) rather than at the first round.
     """
 
     fleet_address: str = DEFAULT_FLEET_ADDRESS
     app_address: str = DEFAULT_APP_ADDRESS
+    control_address: str = DEFAULT_CONTROL_ADDRESS
+    http_address: str = DEFAULT_HTTP_ADDRESS
+    state_dir: Path | None = None
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 3.0
-    max_message_bytes: int = 4 * 2**30
-    credit_threshold: int = 2**20
+    max_message_mb: int = 4096
+    credit_threshold: int = _MB
     max_concurrent_uploads: int = 4
-    max_upload_bytes: int = 256 * 2**20
+    max_upload_mb: int = 256
     curve_secret_key: Path | None = None
     allowed_keys_dir: Path | None = None
+    checkpoint_retention: int = 0
+    drain_grace: float = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     warmup: bool = True
+
+    @property
+    def max_message_bytes(self) -> int:
+        """``max_message_mb`` in bytes."""
+        return self.max_message_mb * _MB
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """``max_upload_mb`` in bytes."""
+        return self.max_upload_mb * _MB
+
+    @property
+    def curve_enabled(self) -> bool:
+        """Whether the fleet endpoint requires CURVE."""
+        return self.curve_secret_key is not None
 
     def validate(self) -> None:
         """Check every value.
@@ -52,13 +90,8 @@ class LinkConfig:
         Raises:
             ConfigurationError: naming the key and the problem.
         """
-        positive = (
-            "heartbeat_interval",
-            "heartbeat_timeout",
-            "max_message_bytes",
-            "max_concurrent_uploads",
-            "max_upload_bytes",
-        )
+        positive = ("heartbeat_interval", "heartbeat_timeout", "max_message_mb",
+                    "max_concurrent_uploads", "max_upload_mb")  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -68,18 +101,16 @@ class LinkConfig:
                 f"heartbeat_timeout: must exceed heartbeat_interval ({self.heartbeat_interval}), "
                 f"got {self.heartbeat_timeout}"
             )
-        if self.credit_threshold < 0:
-            raise ConfigurationError(f"credit_threshold: must be >= 0, got {self.credit_threshold}")
+        for name in ("credit_threshold", "checkpoint_retention", "drain_grace"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if (self.allowed_keys_dir is None) != (self.curve_secret_key is None):
             raise ConfigurationError(
                 "curve_secret_key, allowed_keys_dir: set both to enable CURVE, or neither"
             )
-        for name in ("fleet_address", "app_address"):
+        for name in ("fleet_address", "app_address", "control_address"):
             value = getattr(self, name)
             if not isinstance(value, str) or "://" not in value:
                 raise ConfigurationError(f"{name}: expected an address like tcp://127.0.0.1:9092")
-
-    @property
-    def curve_enabled(self) -> bool:
-        """Whether the fleet endpoint requires CURVE."""
-        return self.curve_secret_key is not None
+        if self.http_address and ":" not in self.http_address:
+            raise ConfigurationError("http_address: expected host:port, e.g. 127.0.0.1:9095")

@@ -11,14 +11,17 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
 import zmq
 
-from fedzero.core import ConfigurationError
+from fedzero.core import ConfigurationError, configure_logging
 from fedzero.core._security import CurveKeys, apply_server_curve
+from fedzero.core._settings import load_config
+from fedzero.core._systemd import Notifier
 from fedzero.link._config import LinkConfig
 from fedzero.link._endpoints import bind_router, check_public_bind
 from fedzero.link._rounds import FoldWorker
@@ -39,14 +42,16 @@ class Link:
 
     Args:
         config: the settings (default: loopback, no CURVE).
+        notifier: tells systemd when the link serves, how it is, and when it stops.
 
     Raises:
         ConfigurationError: a setting is invalid (the message names it).
     """
 
-    def __init__(self, config: LinkConfig | None = None) -> None:
+    def __init__(self, config: LinkConfig | None = None, notifier: Notifier | None = None) -> None:
         self.config = config or LinkConfig()
         self.config.validate()
+        self._notifier = notifier or Notifier(None)
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._wake_address = f"inproc://fedzero-link-wake-{id(self):x}"
         self.stats: Counter[str] = Counter()
@@ -100,6 +105,23 @@ class Link:
         """Re-read the allowed node keys directory (safe from any thread)."""
         self._post(b"reload")
 
+    def reload(self, config_file: Path | None, flags: Mapping[str, Any]) -> None:
+        """SIGHUP: re-read the configuration; apply the log level and the allowed keys.
+
+        Other settings need a restart (their new values are ignored, with a log line).
+        """
+        self._notifier.reloading()
+        try:
+            fresh = load_config(LinkConfig, "link", config_file=config_file, overrides=flags)
+        except ConfigurationError as exc:
+            log.error("reload_failed", error=str(exc))
+        else:
+            configure_logging(fresh.log_level)
+            self.config.log_level = fresh.log_level
+            log.info("config_reloaded", log_level=fresh.log_level)
+        self.reload_keys()
+        self._notifier.ready()
+
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the link serves (or failed to start)."""
         return self._ready.wait(timeout)
@@ -126,6 +148,7 @@ class Link:
             return
         self._router = router
         self._ready.set()
+        self._notifier.ready(f"serving: fleet {self.fleet_endpoint}, app {self.app_endpoint}")
         log.info("link_started", fleet=self.fleet_endpoint, app=self.app_endpoint,
                  curve=self.config.curve_enabled)  # fmt: skip
         try:
@@ -179,6 +202,8 @@ class Link:
         for sock in (wake, fleet, app):
             poller.register(sock, zmq.POLLIN)
         interval = self.config.heartbeat_interval / 2
+        if self._notifier.watchdog_interval:  # the loop itself pings: a hung loop is caught
+            interval = min(interval, self._notifier.watchdog_interval)
         next_tick = time.monotonic()
         failed_all = False
         while not self._stop_requested:
@@ -191,6 +216,7 @@ class Link:
                     failed_all = True
             if time.monotonic() >= next_tick:
                 router.tick()
+                self._notifier.watchdog()
                 next_tick = time.monotonic() + interval
             wait = min(next_tick - time.monotonic(), router.next_deadline())
             events = dict(poller.poll(max(0, int(wait * 1000)) + 1))
@@ -224,6 +250,7 @@ class Link:
                 if self._drain_deadline is None:
                     self._drain_deadline = time.monotonic() + grace
                     self._router.draining = True
+                    self._notifier.stopping(f"draining: {self._router.pending_count} pending")
                     log.info("link_draining", grace_secs=grace, pending=self._router.pending_count)
                 else:  # asked twice (a second Ctrl-C): stop now
                     self._drain_deadline = time.monotonic()

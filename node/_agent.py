@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
@@ -36,6 +37,7 @@ from fedzero.core._codec import frames_nbytes
 from fedzero.core._context import UserConfig
 from fedzero.core._protocol import control, parse_envelope
 from fedzero.core._security import CurveKeys, apply_client_curve
+from fedzero.core._systemd import Notifier
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +58,7 @@ class NodeAgent:
         backoff_max: longest reconnect delay.
         heartbeat_interval: pings before the link's welcome says otherwise.
         heartbeat_timeout: silence after which the link counts as lost.
+        notifier: tells systemd the node serves, its status, and when it stops.
     """
 
     def __init__(
@@ -63,14 +66,16 @@ class NodeAgent:
         app: ClientApp,
         link: str = DEFAULT_LINK,
         *,
-        node_config: UserConfig | None = None,
+        node_config: Mapping[str, Any] | None = None,
         node_id: int | None = None,
         curve: CurveKeys | None = None,
         backoff_initial: float = 0.1,
         backoff_max: float = 10.0,
         heartbeat_interval: float = 1.0,
         heartbeat_timeout: float = 3.0,
+        notifier: Notifier | None = None,
     ) -> None:
+        self._notifier = notifier or Notifier(None)
         self.app = app
         self.link = link
         self.node_config: UserConfig = dict(node_config or {})
@@ -102,6 +107,7 @@ class NodeAgent:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._drain_deadline: float | None = None
+        self._next_watchdog = 0.0
 
     # --------------------------------------------------------------- lifecycle
 
@@ -139,6 +145,7 @@ class NodeAgent:
         log.info("node_starting", link=self.link, node_config=self.node_config)
         try:
             self._connect()
+            self._notifier.ready(f"connecting to {self.link}")
             self._loop()
         finally:
             for pool in self._workers.values():
@@ -224,7 +231,11 @@ class NodeAgent:
                         poller.register(new, zmq.POLLIN)
             now = time.monotonic()
             self._tick(now)
+            if now >= self._next_watchdog:
+                self._notifier.watchdog()
+                self._next_watchdog = now + (self._notifier.watchdog_interval or 3600.0)
             wait = (self._next_ping if self._registered.is_set() else self._next_hello) - now
+            wait = min(wait, self._next_watchdog - now)
             events = dict(poller.poll(max(0, int(wait * 1000)) + 1))
             if self._wake_r.fileno() in events:
                 with contextlib.suppress(BlockingIOError):
@@ -244,6 +255,7 @@ class NodeAgent:
         done = busy == 0 and self._outbox.empty() and not self._awaiting_credit
         if done or time.monotonic() >= deadline:
             log.info("node_drained", node_id=self.node_id, unfinished=busy)
+            self._notifier.stopping()
             return True
         return False
 
@@ -326,6 +338,7 @@ class NodeAgent:
         for ctx in self._contexts.values():
             ctx.node_id = header["node_id"]
         self._registered.set()
+        self._notifier.status(f"registered with {self.link} as node {self.node_id}")
         log.info("node_registered", node_id=self.node_id, link=self.link)
 
     def _on_refused(self, header: dict[str, Any]) -> None:

@@ -4,61 +4,89 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from fedzero.core import ConfigurationError, CurveKeys, configure_logging
-from fedzero.core._loader import load_client_app, parse_config_items, read_app_spec
-from fedzero.node._agent import DEFAULT_LINK, NodeAgent
+from fedzero.core._loader import load_client_app, read_app_spec
+from fedzero.core._settings import load_config, render_config
+from fedzero.core._systemd import Notifier
+from fedzero.node._agent import NodeAgent
+from fedzero.node._config import NodeConfig
 
 app = typer.Typer(add_completion=False, help="Run a fedzero node next to the data.")
+
+_Str = Optional[str]  # noqa: UP045 - typer needs Optional
+_Int = Optional[int]  # noqa: UP045
+_Float = Optional[float]  # noqa: UP045
+_Path = Optional[Path]  # noqa: UP045
+_List = Optional[list[str]]  # noqa: UP045
 
 
 @app.command()
 def main(
-    app_dir: Annotated[Path, typer.Option("--app", help="App project folder (pyproject.toml).")],
-    link: Annotated[str, typer.Option(help="The link's fleet endpoint.")] = DEFAULT_LINK,
-    node_config: Annotated[
-        Optional[list[str]],  # noqa: UP045 - typer needs Optional here
-        typer.Option(help="Node configuration, key=value[,key=value] (repeatable)."),
+    config: Annotated[_Path, typer.Option(help="TOML file with a [node] table.")] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the effective configuration and exit.")
+    ] = False,
+    app_dir: Annotated[
+        _Path, typer.Option("--app", help="App project folder (pyproject.toml).")
     ] = None,
-    node_id: Annotated[Optional[int], typer.Option(help="Fixed node id.")] = None,  # noqa: UP045
+    link: Annotated[
+        _Str, typer.Option(help="The link's fleet endpoint [tcp://127.0.0.1:9092].")
+    ] = None,
+    node_config: Annotated[_List, typer.Option(help="key=value[,key=value] (repeatable).")] = None,
+    node_id: Annotated[_Int, typer.Option(help="Fixed node id.")] = None,
+    state_dir: Annotated[_Path, typer.Option(help="Identity and caches.")] = None,
     curve_secret_key: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="This node's CURVE .key_secret file."),
+        _Path, typer.Option(help="This node's CURVE .key_secret file.")
     ] = None,
     link_public_key: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="The link's CURVE public .key file."),
+        _Path, typer.Option(help="The link's CURVE public .key file.")
     ] = None,
     drain_grace: Annotated[
-        float, typer.Option(help="On SIGTERM, seconds to let running tasks finish.")
-    ] = 30.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+        _Float, typer.Option(help="SIGTERM: seconds to finish tasks [30].")
+    ] = None,
+    log_level: Annotated[_Str, typer.Option(help="debug, info, warning, error [info].")] = None,
 ) -> None:
     """Connect to the link and run the app's ClientApp for every run."""
-    configure_logging(log_level)
+    notifier = Notifier.from_env(unset_environment=True)
+    names = {"app_dir": "app"}
+    flags: dict[str, Any] = {
+        names.get(k, k): v for k, v in locals().items()
+        if k not in ("config", "print_config", "notifier", "names") and v is not None
+    }  # fmt: skip
     try:
-        client_app = load_client_app(read_app_spec(app_dir))
+        cfg = load_config(NodeConfig, "node", config_file=config, overrides=flags)
+        if print_config:
+            typer.echo(render_config(cfg, "node"))
+            raise typer.Exit(0)
+        configure_logging(cfg.log_level)
+        assert cfg.app is not None  # noqa: S101 - validate() requires it
+        client_app = load_client_app(read_app_spec(cfg.app))
         curve = None
-        if curve_secret_key is not None or link_public_key is not None:
-            if curve_secret_key is None or link_public_key is None:
-                raise ConfigurationError("--curve-secret-key and --link-public-key go together")
-            curve = CurveKeys.load(curve_secret_key, link_public_key)
-        agent = NodeAgent(
-            client_app,
-            link,
-            node_config=parse_config_items(node_config or []),
-            node_id=node_id,
-            curve=curve,
-        )
+        if cfg.curve_secret_key is not None and cfg.link_public_key is not None:
+            curve = CurveKeys.load(cfg.curve_secret_key, cfg.link_public_key)
+        agent = NodeAgent(client_app, cfg.link, node_config=cfg.node_config,
+                          node_id=cfg.node_id, curve=curve, notifier=notifier)  # fmt: skip
     except ConfigurationError as exc:
         typer.echo(f"fedzero-node: {exc}", err=True)
         raise typer.Exit(2) from None
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: agent.drain(drain_grace))
+        signal.signal(sig, lambda *_: agent.drain(cfg.drain_grace))
+    signal.signal(signal.SIGHUP, lambda *_: _reload(config, flags))
     agent.run()
+
+
+def _reload(config: Path | None, flags: dict[str, Any]) -> None:
+    """SIGHUP: re-read the configuration and apply the log level."""
+    try:
+        configure_logging(
+            load_config(NodeConfig, "node", config_file=config, overrides=flags).log_level
+        )
+    except ConfigurationError as exc:
+        typer.echo(f"fedzero-node: reload failed: {exc}", err=True)
 
 
 def run() -> None:
