@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fedzero.core import ConfigurationError, configure_logging
-from fedzero.core._settings import load_config, render_config
+from fedzero.core._settings import default_state_dir, load_config, render_config
 from fedzero.core._systemd import Notifier
 from fedzero.link._config import LinkConfig
 from fedzero.link._link import Link
@@ -81,6 +81,8 @@ def main(
     except ConfigurationError as exc:
         typer.echo(f"fedzero-link: {exc}", err=True)
         raise typer.Exit(2) from None
+    if cfg.state_dir is None:  # the daemon keeps its history: user data dir, or systemd's
+        cfg.state_dir = default_state_dir() / "link"
     if print_config:
         typer.echo(render_config(cfg, "link"))
         raise typer.Exit(0)

@@ -8,6 +8,7 @@ are averaged in float64 and rounded back, since they are typically tiny.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -24,6 +25,9 @@ from fedzero.aggregation import (
     weighted_metrics_mean,
 )
 from fedzero.aggregation import warmup as _warmup_kernels
+from fedzero.core import ArrayRecord, RecordDict
+from fedzero.core._codec import encode_content
+from fedzero.link._checkpoints import prune_checkpoints, save_checkpoint
 from fedzero.link._rounds import AggregateSpec
 
 log = structlog.get_logger(__name__)
@@ -61,6 +65,16 @@ def _delta_norm(update: Arrays, reference: Arrays) -> float:
             d = x[start : start + _CHUNK].astype(np.float64) - g[start : start + _CHUNK]
             total += float(np.dot(d, d))
     return float(np.sqrt(total))
+
+
+def _checkpoint(arrays: Arrays, directory: Path, run_id: int, server_round: int, keep: int) -> None:
+    """Save the round's global model as ``.safetensors`` (off the IO thread), then prune."""
+    try:
+        _, frames = encode_content(RecordDict({"arrays": ArrayRecord(dict(arrays))}))
+        save_checkpoint(directory, run_id, server_round, frames)
+        prune_checkpoints(directory, run_id, keep)
+    except (OSError, ValueError) as exc:  # a full disk must not stop training
+        log.error("checkpoint_failed", run_id=run_id, round=server_round, error=str(exc))
 
 
 class RoundState:
@@ -172,6 +186,8 @@ class RoundState:
             elif kind == "finish":
                 state = states.pop(round_id, None)
                 arrays, metrics = state.finish() if state else (None, {})
+                if arrays is not None and job[2] is not None:
+                    _checkpoint(arrays, *job[2])
                 outcomes.append(("finished", round_id, arrays, metrics, None))
             elif kind == "drop":
                 states.pop(round_id, None)

@@ -24,9 +24,13 @@ from fedzero.core._settings import load_config
 from fedzero.core._systemd import Notifier
 from fedzero.link._config import LinkConfig
 from fedzero.link._endpoints import bind_router, check_public_bind
+from fedzero.link._memory_store import InMemoryStore
 from fedzero.link._rounds import FoldWorker
 from fedzero.link._router import Router
+from fedzero.link._sqlite_store import SqliteStore
 from fedzero.link._state import Run
+from fedzero.link._store import LinkStore, StoreReader
+from fedzero.link._store_writer import StoreWriter
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +72,7 @@ class Link:
         self._auth: Any = None
         self._sockets: list[zmq.Socket[bytes]] = []
         self._worker: FoldWorker | None = None
+        self._store: StoreWriter | None = None
 
     # --------------------------------------------------------------- lifecycle
 
@@ -153,6 +158,7 @@ class Link:
                  curve=self.config.curve_enabled)  # fmt: skip
         try:
             self._loop(wake, router)
+            router.close_runs("the link shut down")
         finally:
             wake.close(linger=0)
             self._close()
@@ -169,7 +175,30 @@ class Link:
         self.fleet_endpoint = fleet.getsockopt_string(zmq.LAST_ENDPOINT)
         self.app_endpoint = app.getsockopt_string(zmq.LAST_ENDPOINT)
         self._worker = FoldWorker(self._ctx, self._wake_address, warm=cfg.warmup)
-        return Router(cfg, fleet, app, self.stats, self._worker)
+        self._store = self._open_store()
+        return Router(cfg, fleet, app, self.stats, self._worker, self._store)
+
+    def _open_store(self) -> StoreWriter:
+        """Open the state (SQLite under state_dir, else memory); close what a crash left open."""
+        cfg = self.config
+        store: LinkStore
+        if cfg.state_dir is not None:
+            cfg.state_dir.mkdir(parents=True, exist_ok=True)
+            store = SqliteStore(cfg.state_dir / "link.db")
+        else:
+            store = InMemoryStore()
+        now = time.time()
+        for run_id in store.mark_interrupted(now):
+            store.add_event("run_ended", now, run_id=run_id, data={"status": "interrupted"})
+            log.warning("run_interrupted", run_id=run_id, reason="the link stopped during the run")
+        store.mark_nodes_offline(now)
+        return StoreWriter(store)
+
+    def store_reader(self) -> StoreReader:
+        """A reader of the link's state, usable from another thread (stats, CLI)."""
+        if self._store is None:
+            raise RuntimeError("the link is not running")
+        return self._store.reader()
 
     def _security(self) -> Callable[[zmq.Socket[bytes]], None] | None:
         cfg = self.config
@@ -188,6 +217,8 @@ class Link:
     def _close(self) -> None:
         if self._worker is not None:
             self._worker.close()
+        if self._store is not None:
+            self._store.close()
         for sock in self._sockets:
             sock.close(linger=0)
         if self._auth is not None:

@@ -99,6 +99,8 @@ def run_local(
         fleet, app_ep = f"ipc://{tmp}/fleet", f"ipc://{tmp}/app"
         logs = Path(tmp)
         link_args = ["--fleet-address", fleet, "--app-address", app_ep, "--no-warmup",
+                     "--state-dir", str(logs / "state"), "--http-address", "",
+                     "--control-address", f"ipc://{tmp}/control",
                      "--heartbeat-interval", "0.5", "--heartbeat-timeout", "3"]  # fmt: skip
         _spawn(procs, "fedzero.link", link_args, logs / "link.log")
         for i in range(num_nodes):

@@ -41,6 +41,7 @@ from fedzero.link._config import LinkConfig
 from fedzero.link._credit import CreditRequest, CreditWindow
 from fedzero.link._rounds import AggregatedRound, AggregateSpec, FoldWorker, result_message
 from fedzero.link._state import Node, Pending, PendingTable, Run, RunStatus
+from fedzero.link._store_writer import StoreWriter
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,8 @@ class Router:
         app: the bound app ROUTER (ServerApps).
         stats: counters shared with the link.
         worker: the fold worker that aggregates rounds.
+        store: where runs, rounds, nodes and events are recorded (writes are
+            queued to the store's own thread: the IO loop never waits on disk).
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class Router:
         app: zmq.Socket[bytes],
         stats: Counter[str],
         worker: FoldWorker,
+        store: StoreWriter,
     ) -> None:
         self.config = config
         self._fleet = fleet
@@ -78,11 +82,13 @@ class Router:
         self._pending = PendingTable()
         self._recent: OrderedDict[str, None] = OrderedDict()
         self.credit = CreditWindow(config.max_concurrent_uploads, config.max_upload_bytes)
-        self._next_run_id = 1
         self._node_waiters: list[tuple[bytes, int, float]] = []
         self.rounds: dict[str, AggregatedRound] = {}
         self.draining = False
         self.worker = worker
+        self.store = store
+        self.checkpoint_dir = None if config.state_dir is None else config.state_dir / "checkpoints"
+        self._traffic_at = 0.0
 
     @property
     def pending_count(self) -> int:
@@ -101,6 +107,12 @@ class Router:
         for round_id in list(self.rounds):
             self._round_check(round_id, force=True)
 
+    def close_runs(self, reason: str) -> None:
+        """Record every running run as interrupted (the link is going away)."""
+        for run in list(self.runs.values()):
+            if run.status == RunStatus.RUNNING:
+                self._end_run(run, RunStatus.INTERRUPTED, reason)
+
     def tick(self) -> None:
         """Run the timers: liveness, expiry, waiting get_nodes calls, round deadlines."""
         now = time.monotonic()
@@ -109,6 +121,14 @@ class Router:
         self._answer_node_waiters(now)
         for round_id in list(self.rounds):
             self._round_check(round_id)
+        if now >= self._traffic_at:  # byte counters and last-seen, not on every heartbeat
+            self._traffic_at = now + 5.0
+            wall = time.time()
+            for node in self.nodes.values():
+                if node.online:
+                    self.store.update_node_traffic(
+                        node.node_id, node.bytes_in, node.bytes_out, wall
+                    )
 
     def next_deadline(self) -> float:
         """Seconds until the earliest timer that needs :meth:`tick` (may be negative)."""
@@ -202,6 +222,10 @@ class Router:
         node.online = False
         self._node_by_rid.pop(node.routing_id, None)
         lost = self._pending.pop_node(node.node_id)
+        self.store.set_node_online(node.node_id, False, time.time())
+        self.store.add_event(
+            "node_offline", time.time(), node_id=node.node_id, data={"reason": reason}
+        )
         log.warning("node_offline", node_id=node.node_id, reason=reason, failed_messages=len(lost))
         for entry in lost:
             self._fail(
@@ -296,6 +320,14 @@ class Router:
                 max_message_bytes=cfg.max_message_bytes,
                 credit_threshold=cfg.credit_threshold,
             ),
+        )
+        self._answer_node_waiters(now)
+        self.store.upsert_node(node_id, public_key, node.node_config, time.time(), online=True)
+        self.store.add_event(
+            "node_registered",
+            time.time(),
+            node_id=node_id,
+            data={"node_config": node.node_config, "rejoined": old is not None},
         )
         log.info(
             "node_registered",
@@ -428,15 +460,20 @@ class Router:
         except (TypeError, ValueError) as exc:
             self._refuse(self._app, run.app_routing_id or b"", ErrorCode.MALFORMED, str(exc))
             return
-        run.history.append({"round": header["round"], "metrics": metrics, "at": time.time()})
+        at = time.time()
+        run.history.append({"round": header["round"], "metrics": metrics, "at": at})
+        self.store.upsert_round(run.run_id, header["round"], metrics, at)
+        run.rounds_done = max(run.rounds_done, header["round"])
+        self.store.update_run(run.run_id, rounds_done=run.rounds_done)
         log.info("round_reported", run_id=run.run_id, round=header["round"], **metrics)
 
     def _on_app_hello(self, rid: bytes, header: dict[str, Any]) -> None:
         run_id = header.get("run_id")
         if run_id is None:
-            run_id = self._next_run_id
-            self._next_run_id += 1
+            run_id = self.store.next_run_id()
             self.runs[run_id] = Run(run_id, dict(header["run_config"]), rid)
+            self.store.create_run(run_id, header["run_config"], "", self.runs[run_id].started_at)
+            self.store.add_event("run_started", time.time(), run_id=run_id)
             log.info("run_started", run_id=run_id)
         elif run_id not in self.runs:
             self._refuse(self._app, rid, ErrorCode.UNAUTHORIZED, f"unknown run {run_id}")
@@ -514,9 +551,10 @@ class Router:
             self._pending.add(entry)
             if self._to_node(node, frames):
                 run.messages_sent += 1
+                run.nodes.add(node.node_id)
                 node.bytes_out += frames_nbytes(frames)
 
-    def _end_run(self, run: Run, status: RunStatus) -> None:
+    def _end_run(self, run: Run, status: RunStatus, error: str = "") -> None:
         run.status = status
         run.ended_at = time.time()
         for entry in self._pending.pop_run(run.run_id):
@@ -531,6 +569,15 @@ class Router:
                 self._to_node(node, control("run_end", run_id=run.run_id))
         if run.app_routing_id is not None:
             self._run_by_app.pop(run.app_routing_id, None)
+        self.store.update_run(run.run_id, messages_sent=run.messages_sent, replies=run.replies,
+                              failures=run.failures, nodes=sorted(run.nodes))  # fmt: skip
+        self.store.end_run(run.run_id, str(status), run.ended_at, error=error)
+        self.store.add_event(
+            "run_ended",
+            run.ended_at,
+            run_id=run.run_id,
+            data={"status": str(status), "error": error},
+        )
         log.info(
             "run_ended",
             run_id=run.run_id,
@@ -573,6 +620,13 @@ class Router:
         job = ("fold", entry.round_id, entry.message_id, entry.node_id, arrays, weight, metrics)
         self.worker.submit(*job)
 
+    def _checkpoint_job(self, rnd: AggregatedRound) -> tuple[Any, ...] | None:
+        """Where the fold worker saves this round's global model, if anywhere."""
+        if self.checkpoint_dir is None or not rnd.template.group_id.isdigit():
+            return None
+        retention = self.config.checkpoint_retention
+        return (self.checkpoint_dir, rnd.run_id, int(rnd.template.group_id), retention)
+
     def _round_failure(self, round_id: str, node_id: int, code: int, reason: str) -> None:
         rnd = self.rounds.get(round_id)
         if rnd is None:
@@ -606,6 +660,15 @@ class Router:
             if problem is not None:
                 rnd.failures[0] = (int(ErrorCode.REJECTED), problem)
             self._to_app(rnd.app_routing_id, encode(result_message(rnd, arrays, metrics)))
+            secs = time.monotonic() - rnd.started
+            self.store.add_event("round_aggregated", time.time(), run_id=rnd.run_id,
+                                 data={"round": rnd.template.group_id, "method": rnd.spec.method,
+                                       "replies": rnd.folded, "failures": len(rnd.failures),
+                                       "secs": round(secs, 4)})  # fmt: skip
+            if rnd.template.group_id.isdigit():
+                self.store.upsert_round(rnd.run_id, int(rnd.template.group_id), {}, time.time(),
+                                        round_secs=secs, replies=rnd.folded,
+                                        failures=len(rnd.failures))  # fmt: skip
             log.info("round_aggregated", run_id=rnd.run_id, round=rnd.template.group_id,
                      method=rnd.spec.method, replies=rnd.folded, failures=len(rnd.failures),
                      secs=round(time.monotonic() - rnd.started, 4))  # fmt: skip
@@ -621,7 +684,7 @@ class Router:
                 int(ErrorCode.MESSAGE_EXPIRED),
                 "the round's deadline passed",
             )
-        self.worker.submit("finish", round_id)
+        self.worker.submit("finish", round_id, self._checkpoint_job(rnd))
 
 
 def _update_of(

@@ -16,6 +16,7 @@ class RunStatus(enum.StrEnum):
     FINISHED = "finished"
     FAILED = "failed"
     STOPPED = "stopped"
+    INTERRUPTED = "interrupted"
 
 
 @dataclasses.dataclass(slots=True)
@@ -47,6 +48,8 @@ class Run:
     messages_sent: int = 0
     replies: int = 0
     failures: int = 0
+    rounds_done: int = 0
+    nodes: set[int] = dataclasses.field(default_factory=set)
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 

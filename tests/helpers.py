@@ -45,7 +45,9 @@ class Procs:
 
     def link(self, tmp: Path, name: str = "link", *extra: str) -> subprocess.Popen[bytes]:
         return self.spawn(["-m", "fedzero.link", "--fleet-address", f"ipc://{tmp}/fleet",
-                           "--app-address", f"ipc://{tmp}/app", "--heartbeat-interval", "0.2",
+                           "--app-address", f"ipc://{tmp}/app", "--state-dir", str(tmp / "state"),
+                           "--control-address", f"ipc://{tmp}/control", "--http-address", "",
+                           "--heartbeat-interval", "0.2",
                            "--heartbeat-timeout", "1.0", "--no-warmup", "--log-level", "info", *extra],
                           tmp / f"{name}.log")  # fmt: skip
 

@@ -16,6 +16,7 @@ import zmq
 
 from fedzero.core import ErrorCode, Grid, Message, decode, encode
 from fedzero.core._protocol import control
+from fedzero.link._sqlite_store import SqliteReader
 from tests.helpers import model, processes, socket_dir, train_all
 
 pytestmark = pytest.mark.timeout(90)
@@ -75,8 +76,12 @@ def test_link_killed_and_restarted_nodes_come_back_by_themselves() -> None:
         with _grid(tmp) as grid:
             nodes = grid.get_node_ids(min_nodes=2, timeout=30)
             assert all(r.has_content() for r in train_all(grid, nodes, model()))
-        os.kill(link.pid, signal.SIGKILL)
-        link.wait(10)
+            grid.report(1, {"accuracy": 0.5})
+            # another round: the report has long been committed (writes are queued to the
+            # store's thread and committed within milliseconds; a kill loses at most those)
+            assert all(r.has_content() for r in train_all(grid, nodes, model()))
+            os.kill(link.pid, signal.SIGKILL)  # mid-run: the ServerApp is still attached
+            link.wait(10)
         procs.link(tmp, "link2")
         with _grid(tmp) as grid:
             nodes = grid.get_node_ids(min_nodes=2, timeout=30)
@@ -84,7 +89,16 @@ def test_link_killed_and_restarted_nodes_come_back_by_themselves() -> None:
             replies = train_all(grid, nodes, model(16))
             assert len(replies) == 2
             assert all(r.has_content() for r in replies)
-            assert grid.run_id == 1  # a fresh link (state persistence comes with the state dir)
+            assert grid.run_id == 2  # run ids continue: the history survived
+        store = SqliteReader(tmp / "state" / "link.db")
+        try:
+            first = store.get_run(1)
+            assert first is not None
+            assert first.status == "interrupted"
+            assert [r.metrics for r in store.list_rounds(1)] == [{"accuracy": 0.5}]
+            assert {n.node_id for n in store.list_nodes()} >= set(nodes)
+        finally:
+            store.close()
 
 
 def _rogue(ctx: zmq.Context[Any], tmp: Path) -> zmq.Socket[bytes]:

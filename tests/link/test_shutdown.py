@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fedzero.core import ErrorCode, Grid
+from fedzero.link._sqlite_store import SqliteReader
 from tests.helpers import model, processes, socket_dir
 
 pytestmark = pytest.mark.timeout(60)
@@ -49,6 +50,18 @@ def test_link_sigterm_fails_stuck_work_within_grace_and_exits_zero() -> None:
         codes = sorted(r.error.code if r.has_error() else -1 for r in replies)
         assert len(replies) == 2
         assert ErrorCode.RUN_STOPPED in codes
+        # the state on disk is consistent: the run is recorded as interrupted, with its nodes
+        store = SqliteReader(tmp / "state" / "link.db")
+        try:
+            run = store.get_run(1)
+            assert run is not None
+            assert run.status == "interrupted"
+            assert sorted(run.nodes) == sorted(nodes)
+            kinds = [e.kind for e in store.events(run_id=1)]
+            assert kinds[0] == "run_started"
+            assert kinds[-1] == "run_ended"
+        finally:
+            store.close()
 
 
 def test_node_sigterm_finishes_its_task_then_exits_zero() -> None:
