@@ -40,6 +40,7 @@ import stat
 import tempfile
 import tomllib
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -304,6 +305,10 @@ def _path_problem(path: str) -> str | None:
         return "backslash in path"
     if "\0" in path or any(ord(c) < 32 for c in path):
         return "control character in path"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "path is not valid UTF-8"
     if path.startswith("/"):
         return "absolute path"
     if _DRIVE.match(path):
@@ -462,7 +467,14 @@ def _verify_archive(
                 size += len(chunk)
             if size != f["size"] or h.hexdigest() != f["sha256"]:
                 raise BundleError(f"entry {f['path']!r}: content does not match the manifest")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        zlib.error,
+        OSError,
+        EOFError,
+        ValueError,
+    ) as exc:
         if isinstance(exc, BundleError):
             raise
         raise BundleError(f"corrupt archive ({exc})") from None
@@ -525,6 +537,7 @@ def extract_bundle(
     Raises:
         BundleError: the bundle fails verification (then nothing was written),
             or ``dest_dir`` already exists and is not empty.
+        OSError: writing failed (the temporary folder is removed).
     """
     dest = Path(dest_dir)
     archive, bundle = _verified(bytes(data), expected_hash, max_bytes)

@@ -306,7 +306,7 @@ def test_policy(tmp_path: Path) -> None:
         policy.check(bad)
     listing = tmp_path / "allowed.txt"
     listing.write_text(f"# allowed bundles\n{good}  # quickstart\n\n")
-    assert BundlePolicy.from_file(listing).allowed_hashes == {good}
+    assert BundlePolicy.from_file(listing).allowed_hashes == frozenset({good})
     with pytest.raises(ConfigurationError, match="not 64 hex"):
         BundlePolicy(frozenset({"abc"}))
 
@@ -482,6 +482,16 @@ def _manifest_not_first() -> tuple[bytes, str]:
     return data, _hash_of(data)
 
 
+def _corrupt_deflate_stream() -> tuple[bytes, str]:
+    files = {**FILES, "evil/data.bin": bytes(range(256)) * 64}
+    data = bytearray(_archive(files))
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        info = archive.getinfo("evil/data.bin")
+    start = info.header_offset + 30 + len(info.filename)
+    data[start : start + 8] = b"\xff" * 8  # garbage where the deflate stream starts
+    return bytes(data), _hash_of(bytes(data))
+
+
 def _not_a_zip() -> tuple[bytes, str]:
     return b"PK\x03\x04 certainly not a zip", "0" * 64
 
@@ -507,6 +517,7 @@ HOSTILE: dict[str, tuple[Callable[[], tuple[bytes, str]], str]] = {
     "manifest duplicate key": (_manifest_duplicate_key, "duplicate key"),
     "manifest bad schema": (_manifest_bad_schema, "format 2 is not supported"),
     "manifest not first": (_manifest_not_first, "first entry must be"),
+    "corrupt deflate stream": (_corrupt_deflate_stream, "corrupt archive"),
     "not a zip": (_not_a_zip, "not a zip archive"),
 }
 
