@@ -49,6 +49,17 @@ KINDS: Final[dict[str, dict[str, str]]] = {
     "app_welcome": {"run_id": "int", "run_config": "dict"},
     "nodes": {"node_ids": "list"},
     "message": {},  # a Message: validated by fedzero.core.decode
+    # CLI -> link (control endpoint), and the answers
+    "submit_run": {"app": "dict", "run_config": "dict"},  # + one frame: the bundle
+    "submitted": {"run_id": "int"},
+    "list_runs": {"limit": "int"},
+    "runs": {"runs": "list"},
+    "logs": {"run_id": "int", "since_id": "int", "follow": "bool"},
+    "log_lines": {"run_id": "int", "events": "list", "done": "bool"},
+    "stop_run": {"run_id": "int"},
+    "stopped": {"run_id": "int", "status": "str"},
+    "list_nodes": {},
+    "node_list": {"nodes": "list"},
 }
 
 _MAX_INT: Final = 2**63 - 1
@@ -95,7 +106,7 @@ def parse_envelope(
         if name not in header and not field_spec.endswith("?"):
             raise DeserializationError(f"frame 0: {kind} needs field {name!r}")
         _check(kind, name, field_spec, header.get(name))
-    if kind not in ("message", "push") and len(views) != 1:
+    if kind not in ("message", "push", "submit_run") and len(views) != 1:
         raise DeserializationError(f"{kind}: expected 1 frame, got {len(views)}")
     return kind, header, views
 

@@ -23,7 +23,9 @@ from fedzero.core._security import CurveKeys, apply_server_curve
 from fedzero.core._settings import load_config
 from fedzero.core._systemd import Notifier
 from fedzero.link._config import LinkConfig
+from fedzero.link._control import Control
 from fedzero.link._endpoints import bind_router, check_public_bind
+from fedzero.link._exec import ExecService
 from fedzero.link._memory_store import InMemoryStore
 from fedzero.link._rounds import FoldWorker
 from fedzero.link._router import Router
@@ -72,6 +74,9 @@ class Link:
         self._auth: Any = None
         self._sockets: list[zmq.Socket[bytes]] = []
         self._worker: FoldWorker | None = None
+        self._exec: ExecService | None = None
+        self._control: Control | None = None
+        self.control_endpoint = ""
         self._store: StoreWriter | None = None
 
     # --------------------------------------------------------------- lifecycle
@@ -168,15 +173,24 @@ class Link:
         cfg = self.config
         check_public_bind(cfg.fleet_address, cfg.curve_enabled, "fleet")
         check_public_bind(cfg.app_address, False, "app")
+        check_public_bind(cfg.control_address, False, "control")
         fleet = bind_router(self._ctx, cfg.fleet_address, cfg.max_message_bytes, self._security())
         self._sockets.append(fleet)
         app = bind_router(self._ctx, cfg.app_address, cfg.max_message_bytes, None)
         self._sockets.append(app)
         self.fleet_endpoint = fleet.getsockopt_string(zmq.LAST_ENDPOINT)
         self.app_endpoint = app.getsockopt_string(zmq.LAST_ENDPOINT)
+        control_sock = bind_router(self._ctx, cfg.control_address, cfg.max_message_bytes, None)
+        self._sockets.append(control_sock)
+        self.control_endpoint = control_sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._worker = FoldWorker(self._ctx, self._wake_address, warm=cfg.warmup)
         self._store = self._open_store()
-        return Router(cfg, fleet, app, self.stats, self._worker, self._store)
+        router = Router(cfg, fleet, app, self.stats, self._worker, self._store)
+        if cfg.state_dir is not None:
+            self._exec = ExecService(cfg.state_dir, self.app_endpoint, self._store,
+                                     lambda: self._post(b"exec"))  # fmt: skip
+        self._control = Control(control_sock, router, self._exec, self._store.reader())
+        return router
 
     def _open_store(self) -> StoreWriter:
         """Open the state (SQLite under state_dir, else memory); close what a crash left open."""
@@ -215,6 +229,8 @@ class Link:
         return lambda sock: apply_server_curve(sock, keys)
 
     def _close(self) -> None:
+        if self._exec is not None:
+            self._exec.close()
         if self._worker is not None:
             self._worker.close()
         if self._store is not None:
@@ -228,9 +244,9 @@ class Link:
     # -------------------------------------------------------------------- loop
 
     def _loop(self, wake: zmq.Socket[bytes], router: Router) -> None:
-        fleet, app = self._sockets
+        fleet, app, control_sock = self._sockets
         poller = zmq.Poller()
-        for sock in (wake, fleet, app):
+        for sock in (wake, fleet, app, control_sock):
             poller.register(sock, zmq.POLLIN)
         interval = self.config.heartbeat_interval / 2
         if self._notifier.watchdog_interval:  # the loop itself pings: a hung loop is caught
@@ -247,6 +263,8 @@ class Link:
                     failed_all = True
             if time.monotonic() >= next_tick:
                 router.tick()
+                if self._control is not None:
+                    self._control.tick()
                 self._notifier.watchdog()
                 next_tick = time.monotonic() + interval
             wait = min(next_tick - time.monotonic(), router.next_deadline())
@@ -259,6 +277,8 @@ class Link:
                 _drain(fleet, router.on_fleet, self.stats)
             if app in events:
                 _drain(app, router.on_app, self.stats)
+            if control_sock in events and self._control is not None:
+                _drain(control_sock, self._control.on_control, self.stats)
 
     def _on_wake(self, wake: zmq.Socket[bytes]) -> None:
         while True:
@@ -274,6 +294,15 @@ class Link:
                         break
                     if outcome is not None:
                         self._router.on_worker(outcome)
+            elif command == b"exec" and self._exec is not None and self._router is not None:
+                while True:
+                    try:
+                        outcome = self._exec.done.get_nowait()
+                    except queue.Empty:
+                        break
+                    self._router.on_exec(outcome)
+                if self._control is not None:
+                    self._control.tick()
             elif command == b"stop":
                 self._stop_requested = True
             elif command.startswith(b"drain ") and self._router is not None:

@@ -470,13 +470,12 @@ class Router:
     def _on_app_hello(self, rid: bytes, header: dict[str, Any]) -> None:
         run_id = header.get("run_id")
         if run_id is None:
-            run_id = self.store.next_run_id()
-            self.runs[run_id] = Run(run_id, dict(header["run_config"]), rid)
-            self.store.create_run(run_id, header["run_config"], "", self.runs[run_id].started_at)
-            self.store.add_event("run_started", time.time(), run_id=run_id)
-            log.info("run_started", run_id=run_id)
+            run_id = self.create_run(dict(header["run_config"]), "", "").run_id
         elif run_id not in self.runs:
             self._refuse(self._app, rid, ErrorCode.UNAUTHORIZED, f"unknown run {run_id}")
+            return
+        elif self.runs[run_id].status != RunStatus.RUNNING:
+            self._refuse(self._app, rid, ErrorCode.RUN_STOPPED, f"run {run_id} is over")
             return
         run = self.runs[run_id]
         run.app_routing_id = rid
@@ -540,9 +539,9 @@ class Router:
             self._fail(entry, ErrorCode.MESSAGE_EXPIRED, "the message expired before delivery")
         else:
             if run.run_id not in node.informed_runs:
-                if not self._to_node(
-                    node, control("run", run_id=run.run_id, run_config=run.run_config)
-                ):
+                info = control("run", run_id=run.run_id, run_config=run.run_config,
+                               bundle=run.bundle_hash)  # fmt: skip
+                if not self._to_node(node, info):
                     self._fail(
                         entry, ErrorCode.NODE_UNAVAILABLE, f"node {node.node_id} unreachable"
                     )
@@ -554,7 +553,41 @@ class Router:
                 run.nodes.add(node.node_id)
                 node.bytes_out += frames_nbytes(frames)
 
-    def _end_run(self, run: Run, status: RunStatus, error: str = "") -> None:
+    def create_run(self, run_config: dict[str, Any], app: str, bundle_hash: str) -> Run:
+        """Start a run (for an in-process ServerApp, or one the exec service starts)."""
+        run_id = self.store.next_run_id()
+        run = Run(run_id, run_config, None, app=app, bundle_hash=bundle_hash,
+                  exec_done=not bundle_hash)  # fmt: skip
+        self.runs[run_id] = run
+        self.store.create_run(run_id, run_config, app, run.started_at)
+        self.store.add_event("run_started", time.time(), run_id=run_id, data={"app": app})
+        log.info("run_started", run_id=run_id, app=app)
+        return run
+
+    def stop_run(self, run: Run, reason: str) -> None:
+        """End a run now: its messages are dropped and its nodes told (``fedzero stop``)."""
+        self._end_run(run, RunStatus.STOPPED, reason)
+
+    def on_exec(self, outcome: tuple[Any, ...]) -> None:
+        """A run's ServerApp process exited: record the run's outcome."""
+        if outcome[0] != "exited":
+            return
+        _, run_id, code, error, traceback_text = outcome
+        run = self.runs.get(run_id)
+        if run is None:
+            return
+        run.exec_done = True
+        if run.status == RunStatus.RUNNING:
+            self._end_run(run, RunStatus.FINISHED if code == 0 else RunStatus.FAILED, error,
+                          traceback_text)  # fmt: skip
+        elif code != 0 and run.status == RunStatus.FINISHED:  # it said bye, then failed
+            run.status, run.error = RunStatus.FAILED, error
+            self.store.end_run(run_id, str(RunStatus.FAILED), time.time(), error=error,
+                               traceback=traceback_text)  # fmt: skip
+
+    def _end_run(
+        self, run: Run, status: RunStatus, error: str = "", traceback_text: str = ""
+    ) -> None:
         run.status = status
         run.ended_at = time.time()
         for entry in self._pending.pop_run(run.run_id):
@@ -571,7 +604,9 @@ class Router:
             self._run_by_app.pop(run.app_routing_id, None)
         self.store.update_run(run.run_id, messages_sent=run.messages_sent, replies=run.replies,
                               failures=run.failures, nodes=sorted(run.nodes))  # fmt: skip
-        self.store.end_run(run.run_id, str(status), run.ended_at, error=error)
+        run.error = error
+        self.store.end_run(run.run_id, str(status), run.ended_at, error=error,
+                           traceback=traceback_text)  # fmt: skip
         self.store.add_event(
             "run_ended",
             run.ended_at,

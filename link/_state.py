@@ -49,6 +49,10 @@ class Run:
     replies: int = 0
     failures: int = 0
     rounds_done: int = 0
+    app: str = ""
+    bundle_hash: str = ""
+    error: str = ""
+    exec_done: bool = True  # False while an exec-managed ServerApp process is alive
     nodes: set[int] = dataclasses.field(default_factory=set)
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 

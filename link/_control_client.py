@@ -1,0 +1,126 @@
+"""The ``fedzero`` CLI's connection to a link's control endpoint, and connection profiles.
+
+Profiles live in ``~/.config/fedzero/config.toml`` (``$XDG_CONFIG_HOME`` is
+honoured), like flwr's federations::
+
+    default = "lab"
+
+    [federations.lab]
+    address = "tcp://10.0.0.5:9093"
+
+``--link ADDRESS`` wins over ``--federation NAME``, which wins over the default
+profile, which wins over ``tcp://127.0.0.1:9093``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from fedzero.core import ConfigurationError, FedzeroTimeoutError, ProtocolError
+from fedzero.core._protocol import control, parse_envelope
+from fedzero.link._config import DEFAULT_CONTROL_ADDRESS
+
+
+def profiles_path() -> Path:
+    """The user's connection profiles file."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "fedzero" / "config.toml"
+
+
+def resolve_address(link: str | None, federation: str | None) -> str:
+    """The control address to use (see the module docstring).
+
+    Raises:
+        ConfigurationError: the profiles file is invalid or names no such federation.
+    """
+    if link:
+        return link
+    path = profiles_path()
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{path}: {exc}") from exc
+    name = federation or data.get("default")
+    if name is None:
+        return DEFAULT_CONTROL_ADDRESS
+    profile = data.get("federations", {}).get(name)
+    if not isinstance(profile, dict) or not isinstance(profile.get("address"), str):
+        raise ConfigurationError(f"{path}: no [federations.{name}] with an address")
+    return str(profile["address"])
+
+
+class ControlClient:
+    """Request/answer over a DEALER to the link's control ROUTER.
+
+    Args:
+        address: the control endpoint.
+        timeout: seconds to wait for each answer.
+    """
+
+    def __init__(self, address: str, timeout: float = 10.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(address)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._sock.close(linger=0)
+        self._ctx.term()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, kind: str, *extra_frames: bytes, **fields: Any) -> tuple[str, dict[str, Any]]:
+        """Send a request; return the answer's kind and header.
+
+        Raises:
+            FedzeroTimeoutError: no answer in time (is the link running?).
+            ProtocolError: the link refused the request.
+        """
+        self._sock.send_multipart([*control(kind, **fields), *extra_frames], copy=False)
+        return self.receive(self.timeout)
+
+    def receive(self, timeout: float | None) -> tuple[str, dict[str, Any]]:
+        """Wait for the next answer (None: forever)."""
+        if not self._sock.poll(None if timeout is None else int(timeout * 1000)):
+            raise FedzeroTimeoutError(f"no answer from the link at {self.address} in {timeout}s")
+        kind, header, _ = parse_envelope(self._sock.recv_multipart())
+        if kind == "refused":
+            raise ProtocolError(header["reason"])
+        return kind, header
+
+    def follow_logs(self, run_id: int, since_id: int = 0) -> Iterator[dict[str, Any]]:
+        """Yield the run's log events as they happen, until the run has ended."""
+        self._sock.send_multipart(control("logs", run_id=run_id, since_id=since_id, follow=True))
+        while True:
+            _, header = self.receive(None)
+            yield from header["events"]
+            if header["done"]:
+                return
+
+    def wait_done(self, run_id: int, timeout: float) -> dict[str, Any]:
+        """Wait until ``run_id`` is over and return its row (for scripts and tests)."""
+        deadline = time.monotonic() + timeout
+        for _ in self.follow_logs(run_id):
+            if time.monotonic() > deadline:
+                break
+        _, header = self.request("list_runs", limit=1000)
+        for row in header["runs"]:
+            if row["run_id"] == run_id:
+                return dict(row)
+        raise FedzeroTimeoutError(f"run {run_id} not found")
