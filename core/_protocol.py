@@ -24,6 +24,8 @@ KINDS: Final[dict[str, dict[str, str]]] = {
     "ping": {},
     "credit_request": {"reply_to": "str", "nbytes": "int"},
     "bye": {"reason": "str"},
+    "get_bundle": {"hash": "str"},
+    "bundle": {"hash": "str"},  # link -> node, + one frame: the bundle
     # link -> node
     "welcome": {
         "node_id": "int",
@@ -106,7 +108,7 @@ def parse_envelope(
         if name not in header and not field_spec.endswith("?"):
             raise DeserializationError(f"frame 0: {kind} needs field {name!r}")
         _check(kind, name, field_spec, header.get(name))
-    if kind not in ("message", "push", "submit_run") and len(views) != 1:
+    if kind not in ("message", "push", "submit_run", "bundle") and len(views) != 1:
         raise DeserializationError(f"{kind}: expected 1 frame, got {len(views)}")
     return kind, header, views
 

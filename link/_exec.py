@@ -77,6 +77,10 @@ class ExecService:
         """SIGTERM the run's ServerApp; SIGKILL it after ``grace`` seconds."""
         self._submit(("stop", run_id, grace))
 
+    def read_bundle(self, peer: bytes, bundle_hash: str) -> None:
+        """Read a stored bundle for a node; the answer comes back on :attr:`done`."""
+        self._submit(("read", peer, bundle_hash))
+
     def bundle_path(self, bundle_hash: str) -> Path:
         """Where a submitted bundle is kept (nodes fetch it from there)."""
         return self.bundles / f"{bundle_hash}.fzb"
@@ -125,6 +129,13 @@ class ExecService:
                 self._start(selector, job[1], job[2], job[3])
             elif job[0] == "stop" and job[1] in self._children:
                 self._terminate(self._children[job[1]], job[2])
+            elif job[0] == "read":
+                data = None
+                if len(job[2]) == 64 and job[2].isalnum():  # a hash, not a path
+                    with contextlib.suppress(OSError):
+                        data = self.bundle_path(job[2]).read_bytes()
+                self.done.put(("bundle", job[1], job[2], data))
+                self._notify()
             elif job[0] == "close":
                 self._closing = True
                 for child in self._children.values():

@@ -189,6 +189,7 @@ class Link:
         if cfg.state_dir is not None:
             self._exec = ExecService(cfg.state_dir, self.app_endpoint, self._store,
                                      lambda: self._post(b"exec"))  # fmt: skip
+        router.exec = self._exec
         self._control = Control(control_sock, router, self._exec, self._store.reader())
         return router
 

@@ -39,6 +39,7 @@ from fedzero.core._protocol import control, parse_envelope
 from fedzero.core._safetensors import parse_payload
 from fedzero.link._config import LinkConfig
 from fedzero.link._credit import CreditRequest, CreditWindow
+from fedzero.link._exec import ExecService
 from fedzero.link._rounds import AggregatedRound, AggregateSpec, FoldWorker, result_message
 from fedzero.link._state import Node, Pending, PendingTable, Run, RunStatus
 from fedzero.link._store_writer import StoreWriter
@@ -87,6 +88,7 @@ class Router:
         self.draining = False
         self.worker = worker
         self.store = store
+        self.exec: ExecService | None = None
         self.checkpoint_dir = None if config.state_dir is None else config.state_dir / "checkpoints"
         self._traffic_at = 0.0
 
@@ -260,6 +262,11 @@ class Router:
             self._on_credit_request(node, header)
         elif kind == "message":
             self._on_reply(node, frames)
+        elif kind == "get_bundle":
+            if self.exec is None:
+                self._refuse(self._fleet, rid, ErrorCode.UNSUPPORTED, "this link serves no bundles")
+            else:
+                self.exec.read_bundle(rid, header["hash"])
         elif kind == "bye":
             self._node_offline(node, f"node said bye: {header['reason']}")
         else:
@@ -570,6 +577,13 @@ class Router:
 
     def on_exec(self, outcome: tuple[Any, ...]) -> None:
         """A run's ServerApp process exited: record the run's outcome."""
+        if outcome[0] == "bundle":
+            _, rid, bundle_hash, data = outcome
+            if data is None:
+                self._refuse(self._fleet, rid, ErrorCode.REJECTED, f"no bundle {bundle_hash[:12]}")
+            else:
+                self._send(self._fleet, rid, [*control("bundle", hash=bundle_hash), data])
+            return
         if outcome[0] != "exited":
             return
         _, run_id, code, error, traceback_text = outcome

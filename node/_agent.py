@@ -9,15 +9,14 @@ IO thread polls next to the DEALER.
 from __future__ import annotations
 
 import contextlib
-import queue
 import random
 import socket
 import threading
 import time
 import traceback
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from pathlib import Path
+from typing import Any, Final, Literal
 
 import structlog
 import zmq
@@ -33,11 +32,13 @@ from fedzero.core import (
     decode,
     encode,
 )
-from fedzero.core._codec import frames_nbytes
+from fedzero.core._bundle import BundleError, BundlePolicy
 from fedzero.core._context import UserConfig
 from fedzero.core._protocol import control, parse_envelope
 from fedzero.core._security import CurveKeys, apply_client_curve
 from fedzero.core._systemd import Notifier
+from fedzero.node._bundles import BundleFetcher
+from fedzero.node._runner import Outgoing, ProcessRunner, Runner, ThreadRunner
 
 log = structlog.get_logger(__name__)
 
@@ -48,9 +49,24 @@ VERSION: Final = "fedzero/1"
 class NodeAgent:
     """A node: the long-running agent next to the data.
 
+    Three ways to run ClientApps:
+
+    - ``NodeAgent(client_app)``: the given ClientApp object, in this process
+      (one thread per run) — for embedding and the Python API;
+    - ``NodeAgent(app_dir=path, isolation="process")``: the app folder's
+      ClientApp, in one worker process per run that lives as long as the run;
+    - ``NodeAgent()`` (no app): each run's app comes from its bundle, fetched
+      from the link, verified, checked against ``allowed_bundles``, cached in
+      ``bundle_dir``, and run in a worker process per run.
+
     Args:
-        app: the ClientApp to run for every run (in this process).
+        app: a ClientApp object to run for every run, in this process.
         link: the link's fleet endpoint.
+        app_dir: an app folder whose ClientApp serves every run (worker processes).
+        isolation: ``"thread"`` (in this process) or ``"process"`` (a worker per run).
+        bundle_dir: the bundle cache (default: a private temporary directory).
+        allowed_bundles: bundle hashes this node runs (None: any bundle the link sends).
+        log_level: the worker processes' log level.
         node_config: this node's configuration, e.g. ``{"partition-id": 0}``.
         node_id: a fixed node id (ignored by a link that derives ids from CURVE keys).
         curve: CURVE keys, when the link requires them.
@@ -63,9 +79,14 @@ class NodeAgent:
 
     def __init__(
         self,
-        app: ClientApp,
+        app: ClientApp | None = None,
         link: str = DEFAULT_LINK,
         *,
+        app_dir: Path | None = None,
+        isolation: Literal["thread", "process"] = "thread",
+        bundle_dir: Path | None = None,
+        allowed_bundles: frozenset[str] | None = None,
+        log_level: str | None = None,
         node_config: Mapping[str, Any] | None = None,
         node_id: int | None = None,
         curve: CurveKeys | None = None,
@@ -75,8 +96,19 @@ class NodeAgent:
         heartbeat_timeout: float = 3.0,
         notifier: Notifier | None = None,
     ) -> None:
+        if isolation == "thread" and app is None:
+            raise ValueError("in-process (thread) isolation needs a ClientApp object")
         self._notifier = notifier or Notifier(None)
         self.app = app
+        self._app_dir = app_dir
+        self._isolation = isolation
+        self._worker_log_level = log_level
+        self._runner: Runner | None = None
+        self._fetcher = (
+            BundleFetcher(bundle_dir, BundlePolicy(allowed_bundles), self._wake)
+            if app is None and app_dir is None else None
+        )  # fmt: skip
+        self._run_bundles: dict[int, str] = {}
         self.link = link
         self.node_config: UserConfig = dict(node_config or {})
         self._requested_id = node_id
@@ -91,10 +123,8 @@ class NodeAgent:
         self._handshake_failed = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
-        self._outbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._awaiting_credit: dict[str, list[Any]] = {}
         self._contexts: dict[int, Context] = {}
-        self._workers: dict[int, ThreadPoolExecutor] = {}
         self.node_id: int | None = node_id
         self._registered = threading.Event()
         self._stop = threading.Event()
@@ -105,7 +135,6 @@ class NodeAgent:
         self._next_hello = 0.0
         self.registrations = 0
         self._lock = threading.Lock()
-        self._in_flight = 0
         self._drain_deadline: float | None = None
         self._next_watchdog = 0.0
 
@@ -143,13 +172,18 @@ class NodeAgent:
     def run(self) -> None:
         """Serve until :meth:`stop`."""
         log.info("node_starting", link=self.link, node_config=self.node_config)
+        if self._isolation == "process" or self.app is None:
+            self._runner = ProcessRunner(self._ctx, self._app_dir, self._worker_log_level)
+        else:
+            self._runner = ThreadRunner(self.app, self._wake, handle_message)
         try:
             self._connect()
             self._notifier.ready(f"connecting to {self.link}")
             self._loop()
         finally:
-            for pool in self._workers.values():
-                pool.shutdown(wait=False, cancel_futures=True)
+            self._runner.close(5.0)
+            if self._fetcher is not None:
+                self._fetcher.close()
             if self._monitor is not None:
                 self._monitor.close(linger=0)
             if self._sock is not None:
@@ -214,8 +248,11 @@ class NodeAgent:
     # -------------------------------------------------------------------- loop
 
     def _loop(self) -> None:
+        assert self._runner is not None  # noqa: S101 - set in run()
         poller = zmq.Poller()
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        for item in self._runner.pollables():
+            poller.register(item, zmq.POLLIN)
         sock: zmq.Socket[bytes] | None = None
         monitor: zmq.Socket[bytes] | None = None
         while not self._stop.is_set():
@@ -240,7 +277,8 @@ class NodeAgent:
             if self._wake_r.fileno() in events:
                 with contextlib.suppress(BlockingIOError):
                     self._wake_r.recv(4096)
-            self._flush_outbox()
+            self._send_outgoing(self._runner.collect(set(events), time.monotonic()))
+            self._release_waiting()
             if monitor in events:
                 self._on_monitor()
             if sock in events:
@@ -249,10 +287,12 @@ class NodeAgent:
     def _drained(self) -> bool:
         """While draining: whether every task is answered (or the grace is over)."""
         with self._lock:
-            deadline, busy = self._drain_deadline, self._in_flight
-        if deadline is None:
+            deadline = self._drain_deadline
+        if deadline is None or self._runner is None:
             return False
-        done = busy == 0 and self._outbox.empty() and not self._awaiting_credit
+        waiting = sum(len(t) for t in self._fetcher.waiting.values()) if self._fetcher else 0
+        busy = self._runner.in_flight + waiting
+        done = busy == 0 and not self._awaiting_credit
         if done or time.monotonic() >= deadline:
             log.info("node_drained", node_id=self.node_id, unfinished=busy)
             self._notifier.stopping()
@@ -311,7 +351,9 @@ class NodeAgent:
         if kind == "welcome":
             self._on_welcome(header)
         elif kind == "message":
-            self._on_task(decode(frames))
+            self._on_task(decode(frames), frames)
+        elif kind == "bundle":
+            self._on_bundle(header, frames)
         elif kind == "run":
             self._on_run(header)
         elif kind == "run_end":
@@ -349,6 +391,8 @@ class NodeAgent:
 
     def _on_run(self, header: dict[str, Any]) -> None:
         run_id = header["run_id"]
+        bundle = header.get("bundle")
+        self._run_bundles[run_id] = bundle if isinstance(bundle, str) else ""
         ctx = self._contexts.get(run_id)
         if ctx is None:
             self._contexts[run_id] = Context(
@@ -362,68 +406,77 @@ class NodeAgent:
 
     def _on_run_end(self, run_id: int) -> None:
         self._contexts.pop(run_id, None)
-        pool = self._workers.pop(run_id, None)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        self._run_bundles.pop(run_id, None)
+        if self._runner is not None:
+            self._runner.end_run(run_id)
         log.info("run_ended", run_id=run_id)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"r")
 
     # ------------------------------------------------------------------- tasks
 
-    def _on_task(self, msg: Message) -> None:
+    def _on_task(self, msg: Message, frames: list[zmq.Frame]) -> None:
         meta = msg.metadata
         if meta.dst_node_id != self.node_id or meta.is_expired():
             log.warning("task_dropped", message_id=meta.message_id, expired=meta.is_expired())
             return
         with self._lock:
             draining = self._drain_deadline is not None
-            self._in_flight += 0 if draining else 1
         if draining:
-            error = Error(ErrorCode.RUN_STOPPED, "the node is shutting down")
-            self._send(encode(msg.create_error_reply(error)))
+            self._fail(msg, ErrorCode.RUN_STOPPED, "the node is shutting down")
             return
         ctx = self._contexts.get(meta.run_id)
         if ctx is None:
-            ctx = Context(
-                run_id=meta.run_id, node_id=meta.dst_node_id, node_config=dict(self.node_config)
-            )
+            ctx = Context(meta.run_id, meta.dst_node_id, node_config=dict(self.node_config))
             self._contexts[meta.run_id] = ctx
-        pool = self._workers.get(meta.run_id)
-        if pool is None:
-            pool = ThreadPoolExecutor(1, thread_name_prefix=f"fedzero-run-{meta.run_id}")
-            self._workers[meta.run_id] = pool
-        pool.submit(self._execute, msg, ctx)
-
-    def _execute(self, msg: Message, ctx: Context) -> None:
-        """Run the ClientApp on a worker thread; queue the reply for the IO thread."""
-        started = time.perf_counter()
-        try:
-            self._outbox.put(handle_message(self.app, msg, ctx))
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-        log.debug(
-            "task_done",
-            run_id=ctx.run_id,
-            message_type=msg.metadata.message_type,
-            secs=round(time.perf_counter() - started, 4),
-        )
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"r")
-
-    def _flush_outbox(self) -> None:
-        while True:
-            try:
-                reply = self._outbox.get_nowait()
-            except queue.Empty:
+        app_dir: Path | None = None
+        bundle = self._run_bundles.get(meta.run_id, "")
+        if self._fetcher is not None:
+            if not bundle:
+                self._fail(
+                    msg, ErrorCode.UNSUPPORTED, "this node runs apps from bundles; the run has none"
+                )
                 return
-            frames = encode(reply)
-            nbytes = frames_nbytes(frames)
-            if nbytes > self._credit_threshold:
-                reply_to = reply.metadata.reply_to_message_id
-                self._awaiting_credit[reply_to] = frames
-                self._send(control("credit_request", reply_to=reply_to, nbytes=nbytes))
-            elif not self._send(frames):
-                log.warning("reply_not_sent", reply_to=reply.metadata.reply_to_message_id)
+            found = self._fetcher.app_dir(bundle)
+            if isinstance(found, BundleError):
+                self._fail(msg, ErrorCode.UNAUTHORIZED, str(found))
+                return
+            if found is None:  # fetch it; the task waits
+                self._fetcher.waiting.setdefault(bundle, []).append((msg, frames))
+                if bundle not in self._fetcher.requested:
+                    self._fetcher.requested.add(bundle)
+                    self._send(control("get_bundle", hash=bundle))
+                return
+            app_dir = found
+        assert self._runner is not None  # noqa: S101 - set in run()
+        self._send_outgoing(self._runner.submit(msg, ctx, frames, app_dir))
+
+    def _on_bundle(self, header: dict[str, Any], frames: list[zmq.Frame]) -> None:
+        if self._fetcher is not None and len(frames) == 2:
+            self._fetcher.install(header["hash"], frames[1].bytes)
+
+    def _release_waiting(self) -> None:
+        """Tasks whose bundle install finished go to their workers (or fail)."""
+        if self._fetcher is None:
+            return
+        for bundle in self._fetcher.finished():
+            for msg, frames in self._fetcher.waiting.pop(bundle, []):
+                self._on_task(msg, frames)
+
+    def _fail(self, msg: Message, code: ErrorCode, reason: str) -> None:
+        self._send_outgoing(
+            [Outgoing(msg.metadata.message_id, encode(msg.create_error_reply(Error(code, reason))))]
+        )
+
+    def _send_outgoing(self, replies: list[Outgoing]) -> None:
+        for reply in replies:
+            if reply.nbytes > self._credit_threshold:
+                self._awaiting_credit[reply.reply_to] = reply.frames
+                self._send(control("credit_request", reply_to=reply.reply_to, nbytes=reply.nbytes))
+            elif not self._send(reply.frames):
+                log.warning("reply_not_sent", reply_to=reply.reply_to)
 
 
 def handle_message(app: ClientApp, msg: Message, ctx: Context) -> Message:

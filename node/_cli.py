@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fedzero.core import ConfigurationError, CurveKeys, configure_logging
+from fedzero.core._bundle import BundleError, BundlePolicy
 from fedzero.core._loader import load_client_app, read_app_spec
 from fedzero.core._settings import load_config, render_config
 from fedzero.core._systemd import Notifier
@@ -36,6 +37,8 @@ def main(
     link: Annotated[
         _Str, typer.Option(help="The link's fleet endpoint [tcp://127.0.0.1:9092].")
     ] = None,
+    isolation: Annotated[_Str, typer.Option(help="process (a worker per run) or thread.")] = None,
+    allowed_bundles: Annotated[_Path, typer.Option(help="File of allowed bundle hashes.")] = None,
     node_config: Annotated[_List, typer.Option(help="key=value[,key=value] (repeatable).")] = None,
     node_id: Annotated[_Int, typer.Option(help="Fixed node id.")] = None,
     state_dir: Annotated[_Path, typer.Option(help="Identity and caches.")] = None,
@@ -63,14 +66,21 @@ def main(
             typer.echo(render_config(cfg, "node"))
             raise typer.Exit(0)
         configure_logging(cfg.log_level)
-        assert cfg.app is not None  # noqa: S101 - validate() requires it
-        client_app = load_client_app(read_app_spec(cfg.app))
+        client_app = None
+        if cfg.app is not None and cfg.isolation == "thread":
+            client_app = load_client_app(read_app_spec(cfg.app))
+        elif cfg.app is not None:
+            read_app_spec(cfg.app)  # fail now, not at the first task, if the folder is wrong
+        policy = BundlePolicy.from_file(cfg.allowed_bundles) if cfg.allowed_bundles else None
         curve = None
         if cfg.curve_secret_key is not None and cfg.link_public_key is not None:
             curve = CurveKeys.load(cfg.curve_secret_key, cfg.link_public_key)
-        agent = NodeAgent(client_app, cfg.link, node_config=cfg.node_config,
+        agent = NodeAgent(client_app, cfg.link, app_dir=cfg.app, isolation=cfg.isolation,
+                          bundle_dir=cfg.state_dir / "apps" if cfg.state_dir else None,
+                          allowed_bundles=policy.allowed_hashes if policy else None,
+                          log_level=cfg.log_level, node_config=cfg.node_config,
                           node_id=cfg.node_id, curve=curve, notifier=notifier)  # fmt: skip
-    except ConfigurationError as exc:
+    except (ConfigurationError, BundleError) as exc:
         typer.echo(f"fedzero-node: {exc}", err=True)
         raise typer.Exit(2) from None
     for sig in (signal.SIGTERM, signal.SIGINT):

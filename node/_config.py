@@ -17,7 +17,12 @@ class NodeConfig:
 
     Attributes:
         link: the link's fleet endpoint.
-        app: the app project folder whose ClientApp this node runs.
+        app: an app project folder whose ClientApp serves every run; without
+            one, each run's app comes from its bundle (fetched from the link).
+        isolation: ``process`` (a worker process per run, the default) or
+            ``thread`` (in the node's own process; needs ``app``).
+        allowed_bundles: a file of bundle hashes (one per line) this node runs;
+            unset: any bundle the link sends.
         node_id: a fixed node id (ignored when the link derives ids from CURVE keys).
         node_config: this node's configuration, e.g. ``{partition-id = 0}``.
         state_dir: where the node keeps its identity and caches (None: nothing kept).
@@ -29,6 +34,8 @@ class NodeConfig:
 
     link: str = DEFAULT_LINK
     app: Path | None = None
+    isolation: Literal["process", "thread"] = "process"
+    allowed_bundles: Path | None = None
     node_id: int | None = None
     node_config: dict[str, str | int | float | bool] = dataclasses.field(default_factory=dict)
     state_dir: Path | None = None
@@ -45,8 +52,8 @@ class NodeConfig:
         """
         if "://" not in self.link:
             raise ConfigurationError("link: expected an address like tcp://127.0.0.1:9092")
-        if self.app is None:
-            raise ConfigurationError("app: the app project folder to run is required")
+        if self.app is None and self.isolation == "thread":
+            raise ConfigurationError("isolation: 'thread' needs an app folder (app)")
         if (self.curve_secret_key is None) != (self.link_public_key is None):
             raise ConfigurationError("curve_secret_key, link_public_key: set both, or neither")
         if self.node_id is not None and not 0 < self.node_id < 2**63:
