@@ -710,10 +710,11 @@ class Router:
                 rnd.failures[0] = (int(ErrorCode.REJECTED), problem)
             self._to_app(rnd.app_routing_id, encode(result_message(rnd, arrays, metrics)))
             secs = time.monotonic() - rnd.started
+            failed = {str(n): reason[:300] for n, (_, reason) in rnd.failures.items()}
             self.store.add_event("round_aggregated", time.time(), run_id=rnd.run_id,
                                  data={"round": rnd.template.group_id, "method": rnd.spec.method,
                                        "replies": rnd.folded, "failures": len(rnd.failures),
-                                       "secs": round(secs, 4)})  # fmt: skip
+                                       "failed": failed, "secs": round(secs, 4)})  # fmt: skip
             if rnd.template.group_id.isdigit():
                 self.store.upsert_round(rnd.run_id, int(rnd.template.group_id), {}, time.time(),
                                         round_secs=secs, replies=rnd.folded,
