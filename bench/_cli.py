@@ -51,6 +51,9 @@ def round_(
         Optional[str],  # noqa: UP045 - typer needs Optional here
         typer.Option(help="Aggregate on the link (fedavg, trimmed_mean, median, krum)."),
     ] = None,
+    isolation: Annotated[
+        str, typer.Option(help="Nodes run ClientApps in a worker process per run, or a thread.")
+    ] = "process",
     as_json: _JSON = False,
 ) -> None:
     """A round on a local link + node processes vs raw zmq for the same bytes, in the same run."""
@@ -60,7 +63,9 @@ def round_(
     from fedzero.core import configure_logging
 
     configure_logging("warning", stream=sys.stderr)  # stdout is for the report
-    report = run_round_bench(nodes, params, rounds, layers, aggregate=aggregate)
+    report = run_round_bench(
+        nodes, params, rounds, layers, aggregate=aggregate, isolation=isolation
+    )
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:

@@ -56,6 +56,7 @@ def run_round_bench(
     startup_timeout: float = 60.0,
     round_timeout: float | None = None,
     aggregate: str | None = None,
+    isolation: str = "process",
 ) -> dict[str, Any]:
     """Time federated rounds on a local link + ``nodes`` node processes, and raw zmq.
 
@@ -69,6 +70,8 @@ def run_round_bench(
         round_timeout: seconds allowed per round (default: from the bytes moved).
         aggregate: let the link aggregate with this method (e.g. ``"fedavg"``)
             instead of returning every reply to the ServerApp.
+        isolation: how nodes run the ClientApp: ``"process"`` (a worker process
+            per run) or ``"thread"`` (in the node's process).
 
     Returns:
         A JSON-ready report (times in seconds, sizes in bytes).
@@ -89,7 +92,7 @@ def run_round_bench(
     ):
         root = Path(tmp)
         started = time.perf_counter()
-        link_pid = _start_federation(procs, root, nodes)
+        link_pid = _start_federation(procs, root, nodes, isolation)
         node_pids = [pid for name, pid in procs.pids().items() if name.startswith("node-")]
         fed = _federated_rounds(
             procs,
@@ -121,6 +124,7 @@ def run_round_bench(
         "layers": layers,
         "rounds": rounds,
         "aggregate": aggregate,
+        "isolation": isolation,
         "model_bytes": model_bytes,
         "bytes_per_round": {
             "down": nodes * model_bytes,
@@ -138,7 +142,7 @@ def run_round_bench(
     }
 
 
-def _start_federation(procs: Processes, root: Path, nodes: int) -> int:
+def _start_federation(procs: Processes, root: Path, nodes: int, isolation: str = "process") -> int:
     """Start the link and the nodes; return the link's PID."""
     app_dir = write_app_project(root)
     fleet = f"ipc://{root}/fleet"
@@ -158,6 +162,12 @@ def _start_federation(procs: Processes, root: Path, nodes: int) -> int:
             "4",
             "--max-upload-mb",
             "256",
+            "--state-dir",
+            str(root / "state"),
+            "--control-address",
+            f"ipc://{root}/control",
+            "--http-address",
+            "",
             "--log-level",
             "warning",
         ],
@@ -167,6 +177,8 @@ def _start_federation(procs: Processes, root: Path, nodes: int) -> int:
             f"node-{i}",
             "fedzero.node",
             [
+                "--isolation",
+                isolation,
                 "--app",
                 str(app_dir),
                 "--link",
