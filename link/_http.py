@@ -1,0 +1,450 @@
+"""The link's statistics web server: a JSON API, Prometheus ``/metrics`` and a dashboard.
+
+The server never reaches into the link: it reads a :class:`StatsSource`, a small
+Protocol of JSON-ready snapshots that is safe to call from the server's threads.
+:class:`LinkStatsSource` implements it on a running :class:`~fedzero.link.Link`.
+
+Routes (GET and HEAD only):
+
+- ``/`` the dashboard (one self-contained page: no external assets);
+- ``/api/runs``, ``/api/runs/<id>``, ``/api/runs/<id>/rounds``, ``/api/nodes``,
+  ``/api/stats``: JSON, ``Cache-Control: no-store``; unknown paths and ids are a
+  404, a malformed id a 400, and every error body is JSON without a traceback;
+- ``/metrics``: the Prometheus text format, read from the source at scrape time.
+"""
+
+from __future__ import annotations
+
+import functools
+import http
+import ipaddress
+import json
+import math
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+
+import structlog
+
+from fedzero.core import FedzeroError
+from fedzero.link._metrics import CONTENT_TYPE, exposition, metrics_registry
+
+if TYPE_CHECKING:
+    from fedzero.link._link import Link
+    from fedzero.link._state import Run
+    from fedzero.link._store import RunRow, StoreReader
+
+log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
+
+DEFAULT_PORT: Final = 9095
+_MAX_ID: Final = 2**63 - 1
+_RUN_PATH: Final = re.compile(r"/api/runs/([^/]+)(/rounds)?")
+_PAGE_HEADERS: Final = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+}
+
+
+class StatsSource(Protocol):
+    """What the statistics server reads. Every method is called from the server's threads.
+
+    Implementations return fresh JSON-ready values (dicts, lists, str, numbers,
+    None) that the caller may keep; they must be thread-safe and quick.
+    """
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Return every run, newest first.
+
+        Each has ``run_id``, ``status``, ``app``, ``started_at``, ``ended_at``,
+        ``rounds_done``, ``nodes`` (count), ``replies``, ``failures``, ``error``,
+        ``bytes_in`` and ``bytes_out``.
+        """
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        """Return run ``run_id`` as in :meth:`runs` (plus ``run_config``), or None."""
+
+    def rounds(self, run_id: int) -> list[dict[str, Any]]:
+        """Return the rounds of ``run_id`` in round order (empty for an unknown run).
+
+        Each has ``round``, ``at``, ``metrics`` ({name: number}), ``round_secs``
+        (None if unknown), ``replies`` and ``failures``.
+        """
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Return every known node, by node id.
+
+        Each has ``node_id``, ``online``, ``last_seen`` (epoch seconds or None),
+        ``node_config``, ``bytes_in``, ``bytes_out`` and ``public_key`` (or None).
+        """
+
+    def stats(self) -> dict[str, Any]:
+        """Return the link's counters.
+
+        Keys (missing ones read as 0): ``uptime_secs``, ``messages``, ``replies``,
+        ``failures`` ({error code: n}), ``replies_dropped`` ({reason: n}),
+        ``malformed`` ({endpoint: n}), ``bytes_in``, ``bytes_out``,
+        ``aggregation_secs``, ``credit_in_flight``, ``runs_by_status`` ({status: n}).
+        """
+
+
+# --------------------------------------------------------------------- server
+
+
+class StatsServer:
+    """Serves a :class:`StatsSource` over HTTP from a daemon thread.
+
+    Binds loopback by default; binding anything else logs a warning, as the
+    statistics are neither authenticated nor encrypted.
+
+    Args:
+        source: where the statistics come from.
+        address: host or IP to bind (IPv6 without brackets).
+        port: TCP port; 0 picks a free one (see :attr:`url`).
+
+    Example:
+        >>> server = StatsServer(LinkStatsSource(link), port=0).start()
+        >>> server.url
+        'http://127.0.0.1:41517/'
+        >>> server.stop()
+    """
+
+    def __init__(self, source: StatsSource, address: str = "127.0.0.1", port: int = DEFAULT_PORT):
+        if not 0 <= port <= 65535:
+            raise ValueError(f"http port must be in 0..65535, got {port}")
+        self.source = source
+        self.address = address
+        self.port = port
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. ``http://127.0.0.1:9095/`` (with the real port once started)."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}/"
+
+    def start(self) -> StatsServer:
+        """Bind and serve in a daemon thread; return self.
+
+        Raises:
+            OSError: the address cannot be bound (the message names it).
+        """
+        if self._httpd is not None:
+            raise RuntimeError("the stats server is already started")
+        if not _is_loopback(self.address):
+            log.warning("http_public_bind", address=self.address, port=self.port,
+                        hint="the stats server has no authentication; bind 127.0.0.1 "
+                             "and put a reverse proxy in front to expose it")  # fmt: skip
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        try:
+            self._httpd = _Server((self.address, self.port), self.source, family)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot bind the stats server to {self.url}: {exc}") from exc
+        self.port = int(self._httpd.server_address[1])
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+            name="fedzero-http", daemon=True,
+        )  # fmt: skip
+        self._thread.start()
+        log.info("http_started", url=self.url)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving and close the socket (idempotent)."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        log.info("http_stopped", url=self.url)
+
+    def __enter__(self) -> StatsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def parse_http_address(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:9095`` for IPv6) into host and port.
+
+    Raises:
+        ValueError: no port, or a port that is not 0..65535.
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"http address: expected host:port, e.g. 127.0.0.1:9095, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(
+        self, address: tuple[str, int], source: StatsSource, family: socket.AddressFamily
+    ) -> None:
+        self.address_family = family
+        self.source = source
+        self.registry = metrics_registry(source)
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request broke the handler itself (the client went away, ...): log, not stderr."""
+        log.debug("http_connection_error", client=client_address[0], exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "fedzero-link"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.1"  # answer garbage with a status line, not bare JSON
+    timeout = 10  # a client that stalls mid-request loses its thread after this
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def do_GET(self) -> None:
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        path = self.path.split("?", 1)[0].split("#", 1)[0]
+        try:
+            status, ctype, body, extra = self._route(path.rstrip("/") or "/")
+        except Exception:  # the source failed: log it here, tell the client nothing more
+            log.exception("http_handler_failed", path=path)
+            status, ctype, body, extra = _json(500, {"error": "internal error"})
+        self._respond(status, ctype, b"" if head else body, len(body), extra)
+
+    def _route(self, path: str) -> tuple[int, str, bytes, dict[str, str]]:
+        source = self.server.source
+        if path in ("/", "/index.html"):
+            return 200, "text/html; charset=utf-8", dashboard_html(), _PAGE_HEADERS
+        if path == "/metrics":
+            return 200, CONTENT_TYPE, exposition(self.server.registry), {}
+        simple = {"/api/runs": source.runs, "/api/nodes": source.nodes, "/api/stats": source.stats}
+        if path in simple:
+            return _json(200, simple[path]())
+        match = _RUN_PATH.fullmatch(path)
+        if match is None:
+            return _json(404, {"error": f"no such path: {path[:200]}"})
+        raw = match.group(1)
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > _MAX_ID:
+            return _json(400, {"error": f"run id must be a positive integer, got {raw[:40]!r}"})
+        run_id = int(raw)
+        run = source.run(run_id)
+        if run is None:
+            return _json(404, {"error": f"no run {run_id}"})
+        return _json(200, source.rounds(run_id) if match.group(2) else run)
+
+    def _respond(
+        self, status: int, ctype: str, body: bytes, length: int, extra: Mapping[str, str]
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Answer errors raised by http.server itself (bad request line, method, ...) in JSON."""
+        self.close_connection = True
+        _, ctype, body, _ = _json(code, {"error": message or http.HTTPStatus(code).phrase})
+        if code == 501:  # an unsupported method: say which ones are
+            self.send_response(405)
+            self.send_header("Allow", "GET, HEAD")
+        else:
+            self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if getattr(self, "command", None) != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Access log at debug level, through structlog (never stderr)."""
+        status = code.value if isinstance(code, http.HTTPStatus) else code
+        log.debug("http_request", client=self.client_address[0],
+                  method=getattr(self, "command", None), path=getattr(self, "path", "")[:200],
+                  status=status)  # fmt: skip
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Other http.server messages (timeouts, bad requests), at debug level."""
+        log.debug("http_message", client=self.client_address[0], message=format % args)
+
+
+def _json(status: int, value: Any) -> tuple[int, str, bytes, dict[str, str]]:
+    body = json.dumps(_jsonable(value), separators=(",", ":"), allow_nan=False).encode()
+    return status, "application/json", body, {}
+
+
+def _jsonable(value: Any) -> Any:
+    """Non-finite floats become null (JSON has no NaN); sets and tuples become lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value) if isinstance(value, set | frozenset) else value
+        return [_jsonable(v) for v in items]
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+@functools.cache
+def dashboard_html() -> bytes:
+    """Return the dashboard page (the package's ``_dashboard.html``, read once)."""
+    return resources.files("fedzero.link").joinpath("_dashboard.html").read_bytes()
+
+
+# ----------------------------------------------------------- link adapter
+
+
+class LinkStatsSource:
+    """A :class:`StatsSource` on a running :class:`~fedzero.link.Link`.
+
+    Reads the link's live run snapshot (:meth:`Link.runs`), its node ids, its
+    event counters, and, when the link keeps state, its store (node details and
+    the timing of aggregated rounds).
+
+    Args:
+        link: the link to report on (started or not).
+    """
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+        self._started = time.time()
+        self._lock = threading.Lock()
+        self._reader: StoreReader | None = None
+
+    def close(self) -> None:
+        """Close the store reader, if one was opened."""
+        with self._lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def runs(self) -> list[dict[str, Any]]:
+        """See :meth:`StatsSource.runs`."""
+        rows = {r.run_id: r for r in self._read(lambda s: s.list_runs(limit=10_000)) or []}
+        runs = sorted(self._link.runs(), key=lambda r: -r.run_id)
+        return [self._run(r, rows.get(r.run_id)) for r in runs]
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        """See :meth:`StatsSource.run`."""
+        for run in self._link.runs():
+            if run.run_id == run_id:
+                row = self._read(lambda s: s.get_run(run_id))
+                return {**self._run(run, row), "run_config": dict(run.run_config)}
+        return None
+
+    def rounds(self, run_id: int) -> list[dict[str, Any]]:
+        """See :meth:`StatsSource.rounds`."""
+        run = next((r for r in self._link.runs() if r.run_id == run_id), None)
+        if run is None:
+            return []
+        out: dict[int, dict[str, Any]] = {}
+        for row in self._read(lambda s: [r.as_dict() for r in s.list_rounds(run_id)]) or []:
+            out[row["round"]] = {k: row[k] for k in ("round", "at", "metrics", "round_secs",
+                                                     "replies", "failures")}  # fmt: skip
+        for entry in list(run.history):  # live reports win over what the store has so far
+            rnd = out.setdefault(entry["round"], {"round": entry["round"], "round_secs": None,
+                                                  "replies": 0, "failures": 0})  # fmt: skip
+            rnd["metrics"] = {**rnd.get("metrics", {}), **entry["metrics"]}
+            rnd["at"] = entry["at"]
+        return [out[k] for k in sorted(out)]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """See :meth:`StatsSource.nodes`."""
+        online = set(self._link.node_ids(online_only=True))
+        rows = {r.node_id: r.as_dict() for r in self._read(lambda s: s.list_nodes()) or []}
+        out = []
+        for node_id in sorted(set(self._link.node_ids(online_only=False)) | set(rows)):
+            row = rows.get(node_id, {})
+            out.append({
+                "node_id": node_id, "online": node_id in online,
+                "last_seen": row.get("last_seen"), "node_config": row.get("node_config", {}),
+                "bytes_in": row.get("bytes_in", 0), "bytes_out": row.get("bytes_out", 0),
+                "public_key": row.get("public_key"),
+            })  # fmt: skip
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """See :meth:`StatsSource.stats`."""
+        counters = dict(self._link.stats)
+        runs = self._link.runs()
+        by_status: dict[str, int] = {}
+        for run in runs:
+            by_status[str(run.status)] = by_status.get(str(run.status), 0) + 1
+        nodes = self.nodes()
+        return {
+            "uptime_secs": time.time() - self._started,
+            "messages": sum(r.messages_sent for r in runs),
+            "replies": counters.get("replies", 0),
+            "failures": _strip(counters, "failed_"),
+            "replies_dropped": _strip(counters, "reply_dropped_"),
+            "malformed": {
+                "frames": counters.get("malformed", 0),
+                "fleet": counters.get("fleet_malformed", 0),
+                "app": counters.get("app_malformed", 0),
+            },
+            "bytes_in": sum(n["bytes_in"] for n in nodes),
+            "bytes_out": sum(n["bytes_out"] for n in nodes),
+            "credit_high_water": self._link.credit_high_water,
+            "runs_by_status": by_status,
+            "nodes_online": sum(1 for n in nodes if n["online"]),
+            "counters": counters,
+        }
+
+    @staticmethod
+    def _run(run: Run, row: RunRow | None) -> dict[str, Any]:
+        """The live run, with what only the store knows (app, error, bytes) when it has it."""
+        return {
+            "run_id": run.run_id, "status": str(run.status), "app": row.app if row else "",
+            "started_at": run.started_at, "ended_at": run.ended_at,
+            "rounds_done": run.rounds_done, "nodes": len(set(run.nodes)),
+            "messages": run.messages_sent, "replies": run.replies, "failures": run.failures,
+            "error": row.error if row else "", "bytes_in": row.bytes_in if row else 0,
+            "bytes_out": row.bytes_out if row else 0,
+        }  # fmt: skip
+
+    def _read(self, query: Callable[[StoreReader], _T]) -> _T | None:
+        """Run ``query(reader)`` on the link's store; None if the link keeps none (yet)."""
+        with self._lock:
+            try:
+                if self._reader is None:
+                    self._reader = self._link.store_reader()
+                return query(self._reader)
+            except (RuntimeError, FedzeroError):  # not running yet, or closed
+                return None
+
+
+def _strip(counters: Mapping[str, int], prefix: str) -> dict[str, int]:
+    return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
