@@ -2,6 +2,7 @@
 
 from fedzero.core._apps import ClientApp, ServerApp
 from fedzero.core._array_record import ArrayRecord, NDArray
+from fedzero.core._bundle import BundleError
 from fedzero.core._client_helpers import clip_update, proximal_term
 from fedzero.core._codec import PROTOCOL_VERSION, Buffer, decode, encode
 from fedzero.core._context import Context
@@ -37,6 +38,7 @@ __all__ = [
     "ArrayRecord",
     "AuthenticationError",
     "Buffer",
+    "BundleError",
     "ClientApp",
     "ClosedError",
     "ConfigRecord",

@@ -229,6 +229,45 @@ def _status(status: str) -> str:
 
 
 @app.command()
+def new(
+    name: Annotated[str, typer.Argument(help="The app's name (letters, digits, _ and -).")],
+    framework: Annotated[str, typer.Option(help="numpy or pytorch.")] = "numpy",
+    directory: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--dir", help="Where to create it (default: ./NAME)."),
+    ] = None,
+) -> None:
+    """Create a working app project from a template (offline)."""
+    from fedzero.link._templates import create_app
+
+    try:
+        path = create_app(name, directory or Path(name), framework=framework)
+    except ConfigurationError as exc:
+        typer.echo(f"fedzero new: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"created {path}\nrun it:  fedzero local {path} --nodes 4")
+
+
+@app.command()
+def build(
+    app_dir: Annotated[Path, typer.Argument(help="App project folder.")] = Path("."),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the bundle.")] = Path(
+        "."
+    ),
+) -> None:
+    """Make a deterministic bundle of the app; its hash names it (for node allow-lists)."""
+    from fedzero.core._bundle import build_bundle
+
+    try:
+        bundle = build_bundle(app_dir)
+        path = bundle.write(output)
+    except ConfigurationError as exc:
+        typer.echo(f"fedzero build: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{path}\nhash {bundle.hash}")
+
+
+@app.command()
 def keygen(
     directory: Annotated[Path, typer.Argument(help="Where to write the key files.")],
     name: Annotated[str, typer.Option(help="Base name: NAME.key and NAME.key_secret.")] = "node",

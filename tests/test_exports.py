@@ -13,6 +13,7 @@ CORE = {
     "AuthenticationError",
     "BFLOAT16",
     "Buffer",
+    "BundleError",
     "ClientApp",
     "ClosedError",
     "ConfigRecord",
