@@ -398,7 +398,7 @@ class LinkStatsSource:
 
     def stats(self) -> dict[str, Any]:
         """See :meth:`StatsSource.stats`."""
-        counters = dict(self._link.stats)
+        counters = dict.copy(self._link.stats)  # atomic: the IO thread counts
         runs = self._link.runs()
         by_status: dict[str, int] = {}
         for run in runs:
@@ -418,6 +418,8 @@ class LinkStatsSource:
             "bytes_in": sum(n["bytes_in"] for n in nodes),
             "bytes_out": sum(n["bytes_out"] for n in nodes),
             "credit_high_water": self._link.credit_high_water,
+            "credit_in_flight": self._link.credit_in_flight,
+            "aggregation_secs": counters.get("aggregation_us", 0) / 1e6,
             "runs_by_status": by_status,
             "nodes_online": sum(1 for n in nodes if n["online"]),
             "counters": counters,

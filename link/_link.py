@@ -77,6 +77,9 @@ class Link:
         self._exec: ExecService | None = None
         self._control: Control | None = None
         self.control_endpoint = ""
+        self.http_url = ""
+        self._http: Any = None
+        self._http_source: Any = None
         self._store: StoreWriter | None = None
 
     # --------------------------------------------------------------- lifecycle
@@ -157,6 +160,7 @@ class Link:
             self._close()
             return
         self._router = router
+        self._start_http()
         self._ready.set()
         self._notifier.ready(f"serving: fleet {self.fleet_endpoint}, app {self.app_endpoint}")
         log.info("link_started", fleet=self.fleet_endpoint, app=self.app_endpoint,
@@ -192,6 +196,23 @@ class Link:
         router.exec = self._exec
         self._control = Control(control_sock, router, self._exec, self._store.reader())
         return router
+
+    def _start_http(self) -> None:
+        """Serve the statistics API, /metrics and the dashboard (its own threads)."""
+        from fedzero.link._http import LinkStatsSource, StatsServer, parse_http_address
+
+        if not self.config.http_address:
+            return
+        host, port = parse_http_address(self.config.http_address)
+        source = LinkStatsSource(self)
+        try:
+            self._http = StatsServer(source, host, port).start()
+        except OSError as exc:  # the hub keeps serving federated work without its dashboard
+            source.close()
+            log.error("http_not_started", address=self.config.http_address, error=str(exc))
+            return
+        self._http_source = source
+        self.http_url = self._http.url
 
     def _open_store(self) -> StoreWriter:
         """Open the state (SQLite under state_dir, else memory); close what a crash left open."""
@@ -230,6 +251,9 @@ class Link:
         return lambda sock: apply_server_curve(sock, keys)
 
     def _close(self) -> None:
+        if self._http is not None:
+            self._http.stop()
+            self._http_source.close()
         if self._exec is not None:
             self._exec.close()
         if self._worker is not None:
@@ -322,8 +346,9 @@ class Link:
     # ------------------------------------------------------------ inspection
 
     def node_ids(self, online_only: bool = True) -> list[int]:
-        """Ids of registered nodes (a snapshot, for tests and tools)."""
-        nodes = list(self._router.nodes.values()) if self._router else []
+        """Ids of registered nodes (a snapshot, safe from any thread)."""
+        # dict.copy() runs under the GIL in one step: safe while the IO thread mutates.
+        nodes = list(self._router.nodes.copy().values()) if self._router else []
         return sorted(n.node_id for n in nodes if n.online or not online_only)
 
     @property
@@ -332,8 +357,13 @@ class Link:
         return self._router.credit.high_water if self._router else 0
 
     def runs(self) -> list[Run]:
-        """A snapshot of the runs."""
-        return list(self._router.runs.values()) if self._router else []
+        """A snapshot of the runs (safe from any thread)."""
+        return list(self._router.runs.copy().values()) if self._router else []
+
+    @property
+    def credit_in_flight(self) -> int:
+        """Large uploads admitted right now."""
+        return self._router.credit.in_flight if self._router else 0
 
 
 def _drain(

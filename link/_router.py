@@ -710,6 +710,7 @@ class Router:
                 rnd.failures[0] = (int(ErrorCode.REJECTED), problem)
             self._to_app(rnd.app_routing_id, encode(result_message(rnd, arrays, metrics)))
             secs = time.monotonic() - rnd.started
+            self.stats["aggregation_us"] += int(secs * 1e6)
             failed = {str(n): reason[:300] for n, (_, reason) in rnd.failures.items()}
             self.store.add_event("round_aggregated", time.time(), run_id=rnd.run_id,
                                  data={"round": rnd.template.group_id, "method": rnd.spec.method,
