@@ -67,6 +67,8 @@ class NodeAgent:
         bundle_dir: the bundle cache (default: a private temporary directory).
         allowed_bundles: bundle hashes this node runs (None: any bundle the link sends).
         log_level: the worker processes' log level.
+        state_dir: where the node remembers the id the link gave it, so a restarted
+            node is the same node (a CURVE key or ``node_id`` also fix the identity).
         node_config: this node's configuration, e.g. ``{"partition-id": 0}``.
         node_id: a fixed node id (ignored by a link that derives ids from CURVE keys).
         curve: CURVE keys, when the link requires them.
@@ -87,6 +89,7 @@ class NodeAgent:
         bundle_dir: Path | None = None,
         allowed_bundles: frozenset[str] | None = None,
         log_level: str | None = None,
+        state_dir: Path | None = None,
         node_config: Mapping[str, Any] | None = None,
         node_id: int | None = None,
         curve: CurveKeys | None = None,
@@ -109,6 +112,10 @@ class NodeAgent:
             if app is None and app_dir is None else None
         )  # fmt: skip
         self._run_bundles: dict[int, str] = {}
+        self._id_file = None if state_dir is None else state_dir / "node-id"
+        if node_id is None and self._id_file is not None and self._id_file.exists():
+            text = self._id_file.read_text(encoding="ascii").strip()
+            node_id = int(text) if text.isdigit() else None
         self.link = link
         self.node_config: UserConfig = dict(node_config or {})
         self._requested_id = node_id
@@ -370,6 +377,9 @@ class NodeAgent:
             self._on_refused(header)
 
     def _on_welcome(self, header: dict[str, Any]) -> None:
+        if self._id_file is not None and header["node_id"] != self.node_id:
+            self._id_file.parent.mkdir(parents=True, exist_ok=True)
+            self._id_file.write_text(f"{header['node_id']}\n", encoding="ascii")
         self.node_id = header["node_id"]
         self._interval = float(header["heartbeat_interval"])
         self._timeout = float(header["heartbeat_timeout"])

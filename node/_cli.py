@@ -79,6 +79,7 @@ def main(
                           bundle_dir=cfg.state_dir / "apps" if cfg.state_dir else None,
                           allowed_bundles=policy.allowed_hashes if policy else None,
                           log_level=cfg.log_level, node_config=cfg.node_config,
+                          state_dir=cfg.state_dir,
                           node_id=cfg.node_id, curve=curve, notifier=notifier)  # fmt: skip
     except (ConfigurationError, BundleError) as exc:
         typer.echo(f"fedzero-node: {exc}", err=True)
