@@ -146,6 +146,8 @@ def median_network(
         for t in range(w):
             if nan[t]:
                 out[start + t] = np.nan
+            elif left == right:  # odd count: the middle value itself (x + x could overflow)
+                out[start + t] = tile[left, t]
             else:
                 out[start + t] = (np.float64(tile[left, t]) + np.float64(tile[right, t])) * 0.5
 
@@ -175,7 +177,7 @@ def median_select(xs: Any, out: Any, left: Any, right: Any, fmt: Any) -> None:
                 lo = np.float64(buf[0])
                 for q in range(1, right):
                     lo = max(lo, np.float64(buf[q]))
-            out[i] = (lo + hi) * 0.5
+            out[i] = hi if left == right else (lo + hi) * 0.5
 
 
 @kernel

@@ -251,3 +251,13 @@ def test_wrappers_reject_bad_input_with_advice() -> None:
         agg.coordinate_median([])
     with pytest.raises(ValueError, match="NUMBA_NUM_THREADS"):
         agg.set_num_threads(0)
+
+
+@pytest.mark.parametrize("clients", [1, 3, NETWORK_MAX_CLIENTS + 1])
+def test_median_of_an_odd_count_is_the_middle_value_even_near_overflow(clients: int) -> None:
+    # Found by Hypothesis in CI: averaging the middle value with itself overflowed to inf.
+    huge = np.finfo(np.float64).max / 2 * 1.0000001
+    stack = np.full((clients, 3), huge)
+    np.testing.assert_array_equal(
+        agg.coordinate_median(stack, dtype=np.float64), np.median(stack, axis=0)
+    )
