@@ -61,6 +61,8 @@ KINDS: Final[dict[str, dict[str, str]]] = {
     "stop_run": {"run_id": "int"},
     "stopped": {"run_id": "int", "status": "str"},
     "list_nodes": {},
+    "sync": {},
+    "synced": {"committed": "int"},
     "node_list": {"nodes": "list"},
 }
 

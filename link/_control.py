@@ -45,6 +45,7 @@ class Control:
         self._exec = exec_service
         self._reader = reader
         self._followers: dict[tuple[bytes, int], int] = {}  # (peer, run) -> last event id sent
+        self._syncs: list[tuple[bytes, int]] = []  # (peer, write sequence to wait for)
 
     def on_control(self, rid: bytes, frames: list[zmq.Frame]) -> None:
         """Handle one request from the CLI."""
@@ -63,13 +64,27 @@ class Control:
             self._stop(rid, header["run_id"])
         elif kind == "list_nodes":
             self._send(rid, control("node_list", nodes=self._nodes()))
+        elif kind == "sync":  # answered once everything queued so far is committed
+            self._syncs.append((rid, self._router.store.submitted))
+            self._answer_syncs()
         else:
             self._refuse(rid, ErrorCode.UNSUPPORTED, f"kind {kind!r} not accepted here")
 
     def tick(self) -> None:
-        """Push new log lines to ``fedzero log --follow`` clients."""
+        """Push new log lines to ``fedzero log --follow`` clients; answer ``sync``."""
         for (rid, run_id), since in list(self._followers.items()):
             self._follow_once(rid, run_id, since)
+        self._answer_syncs()
+
+    def _answer_syncs(self) -> None:
+        committed = self._router.store.committed
+        waiting = []
+        for rid, mark in self._syncs:
+            if committed >= mark:
+                self._send(rid, control("synced", committed=committed))
+            else:
+                waiting.append((rid, mark))
+        self._syncs = waiting
 
     # --------------------------------------------------------------- requests
 
@@ -136,8 +151,9 @@ class Control:
 
     def _ended(self, run_id: int) -> bool:
         run = self._router.runs.get(run_id)
-        if run is not None:
-            return run.status != RunStatus.RUNNING and run.exec_done
+        if run is not None:  # over, and every event up to its end is committed (readable)
+            over = run.status != RunStatus.RUNNING and run.exec_done
+            return over and self._router.store.committed >= run.ended_seq
         stored = self._reader.get_run(run_id)
         return stored is None or stored.status != "running"
 

@@ -591,6 +591,7 @@ class Router:
         if run is None:
             return
         run.exec_done = True
+        run.ended_seq = self.store.submitted  # its last log lines are queued before this
         if run.status == RunStatus.RUNNING:
             self._end_run(run, RunStatus.FINISHED if code == 0 else RunStatus.FAILED, error,
                           traceback_text)  # fmt: skip
@@ -627,6 +628,7 @@ class Router:
             run_id=run.run_id,
             data={"status": str(status), "error": error},
         )
+        run.ended_seq = self.store.submitted
         log.info(
             "run_ended",
             run_id=run.run_id,

@@ -182,6 +182,16 @@ class StoreWriter:
                     f"after {timeout} s"
                 )
 
+    @property
+    def submitted(self) -> int:
+        """Sequence number of the last write queued."""
+        return self._submitted
+
+    @property
+    def committed(self) -> int:
+        """Sequence number of the last write committed (or failed and logged)."""
+        return self._done
+
     def close(self, timeout: float | None = 30.0) -> None:
         """Commit what is queued, stop the thread and close the store. Idempotent.
 

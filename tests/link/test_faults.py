@@ -16,6 +16,7 @@ import zmq
 
 from fedzero.core import ErrorCode, Grid, Message, decode, encode
 from fedzero.core._protocol import control
+from fedzero.link._control_client import ControlClient
 from fedzero.link._sqlite_store import SqliteReader
 from tests.helpers import model, processes, socket_dir, train_all
 
@@ -77,9 +78,10 @@ def test_link_killed_and_restarted_nodes_come_back_by_themselves() -> None:
             nodes = grid.get_node_ids(min_nodes=2, timeout=30)
             assert all(r.has_content() for r in train_all(grid, nodes, model()))
             grid.report(1, {"accuracy": 0.5})
-            # another round: the report has long been committed (writes are queued to the
-            # store's thread and committed within milliseconds; a kill loses at most those)
+            # writes are queued to the store's thread; `sync` waits until they are committed
             assert all(r.has_content() for r in train_all(grid, nodes, model()))
+            with ControlClient(f"ipc://{tmp}/control") as control:
+                control.request("sync")  # answered once the report is committed
             os.kill(link.pid, signal.SIGKILL)  # mid-run: the ServerApp is still attached
             link.wait(10)
         procs.link(tmp, "link2")
