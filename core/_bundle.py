@@ -440,6 +440,36 @@ def _verified(
     return archive, bundle
 
 
+def read_manifest(data: bytes, *, expected_hash: str) -> dict[str, Any]:
+    """Check a bundle's manifest and hash only (cheap: the files are not read).
+
+    For a quick accept/refuse where the full verification (:func:`open_bundle`,
+    :meth:`BundleCache.install`) happens later, off the latency-critical path.
+
+    Raises:
+        BundleError: not a bundle, a malformed manifest, or another hash.
+    """
+    _check_hash(expected_hash)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+            if not infos or infos[0].filename != MANIFEST_NAME:
+                raise BundleError(f"the first entry must be {MANIFEST_NAME}")
+            _check_entry(infos[0])
+            if infos[0].file_size > MAX_MANIFEST_BYTES:
+                raise BundleError(
+                    f"manifest: {infos[0].file_size} bytes, over {MAX_MANIFEST_BYTES}"
+                )
+            raw = b"".join(_read_member(archive, infos[0], infos[0].file_size))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError) as exc:
+        raise BundleError(f"not a readable bundle ({exc})") from None
+    manifest = _parse_manifest(raw)
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != expected_hash:
+        raise BundleError(f"bundle hash is {digest}, expected {expected_hash}")
+    return manifest
+
+
 def _verify_archive(
     archive: zipfile.ZipFile, data: bytes, expected_hash: str | None, max_bytes: int
 ) -> Bundle:

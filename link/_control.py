@@ -15,7 +15,7 @@ import structlog
 import zmq
 
 from fedzero.core import DeserializationError, ErrorCode
-from fedzero.core._bundle import BundleError, open_bundle
+from fedzero.core._bundle import BundleError, read_manifest
 from fedzero.core._protocol import control, parse_envelope
 from fedzero.link._exec import ExecService
 from fedzero.link._router import Router
@@ -99,14 +99,15 @@ class Control:
             self._refuse(rid, ErrorCode.MALFORMED, "submit_run needs app.hash and one bundle frame")
             return
         data = bytes(views[1])
-        try:  # check the manifest here (cheap); the exec thread verifies every file
-            bundle = open_bundle(data, expected_hash=app["hash"])
+        try:  # the manifest only: the exec thread verifies every file off the IO loop
+            manifest = read_manifest(data, expected_hash=app["hash"])
         except BundleError as exc:
             self._refuse(rid, ErrorCode.REJECTED, f"bundle refused: {exc}")
             return
-        config = {**bundle.config, **header["run_config"]}
-        run = self._router.create_run(config, f"{bundle.name}@{bundle.hash[:12]}", bundle.hash)
-        self._exec.start(run.run_id, data, bundle.hash)
+        digest = app["hash"]
+        config = {**manifest.get("config", {}), **header["run_config"]}
+        run = self._router.create_run(config, f"{manifest['name']}@{digest[:12]}", digest)
+        self._exec.start(run.run_id, data, digest)
         self._send(rid, control("submitted", run_id=run.run_id))
 
     def _stop(self, rid: bytes, run_id: int) -> None:
