@@ -318,7 +318,7 @@ class Link:
                     except queue.Empty:
                         break
                     if outcome is not None:
-                        self._router.on_worker(outcome)
+                        self._router.rounds.on_worker(outcome)
             elif command == b"exec" and self._exec is not None and self._router is not None:
                 while True:
                     try:

@@ -21,7 +21,6 @@ import structlog
 import zmq
 
 from fedzero.core import (
-    ArrayRecord,
     DecodeLimits,
     DeserializationError,
     Error,
@@ -29,7 +28,6 @@ from fedzero.core import (
     Message,
     Metadata,
     MetricRecord,
-    RecordDict,
     decode,
     encode,
 )
@@ -40,7 +38,8 @@ from fedzero.core._safetensors import parse_payload
 from fedzero.link._config import LinkConfig
 from fedzero.link._credit import CreditRequest, CreditWindow
 from fedzero.link._exec import ExecService
-from fedzero.link._rounds import AggregatedRound, AggregateSpec, FoldWorker, result_message
+from fedzero.link._roundbook import RoundBook
+from fedzero.link._rounds import AggregateSpec, FoldWorker
 from fedzero.link._state import Node, Pending, PendingTable, Run, RunStatus
 from fedzero.link._store_writer import StoreWriter
 
@@ -84,12 +83,14 @@ class Router:
         self._recent: OrderedDict[str, None] = OrderedDict()
         self.credit = CreditWindow(config.max_concurrent_uploads, config.max_upload_bytes)
         self._node_waiters: list[tuple[bytes, int, float]] = []
-        self.rounds: dict[str, AggregatedRound] = {}
         self.draining = False
-        self.worker = worker
         self.store = store
         self.exec: ExecService | None = None
-        self.checkpoint_dir = None if config.state_dir is None else config.state_dir / "checkpoints"
+        checkpoints = None if config.state_dir is None else config.state_dir / "checkpoints"
+        self.rounds = RoundBook(worker=worker, store=store, stats=stats, pending=self._pending,
+                                release=lambda mid: self._grant(self.credit.release(mid)),
+                                to_app=self._to_app, checkpoint_dir=checkpoints,
+                                retention=config.checkpoint_retention)  # fmt: skip
         self._traffic_at = 0.0
 
     @property
@@ -106,8 +107,7 @@ class Router:
         for entry in self._pending.pop_expired(float("inf")):
             self.credit.release(entry.message_id)
             self._fail(entry, ErrorCode.RUN_STOPPED, reason)
-        for round_id in list(self.rounds):
-            self._round_check(round_id, force=True)
+        self.rounds.check_all(force=True)
 
     def close_runs(self, reason: str) -> None:
         """Record every running run as interrupted (the link is going away)."""
@@ -121,8 +121,7 @@ class Router:
         self._check_liveness(now)
         self._expire(time.time())
         self._answer_node_waiters(now)
-        for round_id in list(self.rounds):
-            self._round_check(round_id)
+        self.rounds.check_all()
         if now >= self._traffic_at:  # byte counters and last-seen, not on every heartbeat
             self._traffic_at = now + 5.0
             wall = time.time()
@@ -140,10 +139,7 @@ class Router:
             wait = expiry - time.time()
         if self._node_waiters:
             wait = min(wait, min(d for _, _, d in self._node_waiters) - time.monotonic())
-        for rnd in self.rounds.values():
-            if rnd.spec.deadline > 0 and not rnd.finishing:
-                wait = min(wait, rnd.started + rnd.spec.deadline - time.monotonic())
-        return wait
+        return min(wait, self.rounds.next_deadline())
 
     # --------------------------------------------------------------- sending
 
@@ -182,7 +178,7 @@ class Router:
             run.failures += 1
         self.stats[f"failed_{code.name.lower()}"] += 1
         if entry.round_id:
-            self._round_failure(entry.round_id, entry.node_id, code, reason)
+            self.rounds.on_failure(entry.round_id, entry.node_id, code, reason)
             return
         now = time.time()
         meta = Metadata(
@@ -389,7 +385,7 @@ class Router:
             run.replies += 1
         self.stats["replies"] += 1
         if entry.round_id:
-            self._round_reply(entry, reply)
+            self.rounds.on_reply(entry, reply)
             return
         # The upload credit stays held until the ServerApp acks the reply: the link
         # never holds more replies than the credit window, however slow the app reads.
@@ -503,7 +499,6 @@ class Router:
                 if header.get("aggregate") is None
                 else AggregateSpec.from_wire(header["aggregate"])
             )
-            reference = None if spec is None else self._round_reference(spec, content)
         except DeserializationError as exc:
             self.stats["app_malformed"] += 1
             log.warning("push_malformed", run_id=run.run_id, error=str(exc))
@@ -515,10 +510,13 @@ class Router:
             )
             return
         round_id = ""
-        if spec is not None and reference is not None:
+        if spec is not None:
+            try:
+                self.rounds.begin(spec, run.run_id, rid, template, content, len(targets))
+            except DeserializationError as exc:
+                self._refuse(self._app, rid, ErrorCode.MALFORMED, str(exc))
+                return
             round_id = spec.round_id
-            self.rounds[round_id] = AggregatedRound(spec, run.run_id, rid, template, len(targets))
-            self.worker.submit("begin", round_id, spec, reference, len(targets))
         expires_at = template.created_at + template.ttl
         for node_id, message_id in targets:
             meta = dataclasses.replace(template, message_id=message_id, dst_node_id=node_id)
@@ -607,9 +605,7 @@ class Router:
         run.ended_at = time.time()
         for entry in self._pending.pop_run(run.run_id):
             self.credit.release(entry.message_id)
-        for round_id in [k for k, r in self.rounds.items() if r.run_id == run.run_id]:
-            del self.rounds[round_id]
-            self.worker.submit("drop", round_id)
+        self.rounds.drop_run(run.run_id)
         self._grant(self.credit.drop_run(run.run_id))
         for node in self.nodes.values():
             if run.run_id in node.informed_runs and node.online:
@@ -638,120 +634,6 @@ class Router:
             failures=run.failures,
             secs=round(run.ended_at - run.started_at, 3),
         )
-
-    # ------------------------------------------------------- aggregated rounds
-
-    def _round_reference(self, spec: AggregateSpec, content: RecordDict) -> dict[str, Any] | None:
-        if spec.round_id in self.rounds:
-            raise DeserializationError(f"push.aggregate: round {spec.round_id!r} already exists")
-        record = content.get(spec.arrays_key)
-        if not isinstance(record, ArrayRecord):
-            raise DeserializationError(
-                f"push.aggregate: no ArrayRecord {spec.arrays_key!r} to aggregate"
-            )
-        return dict(record)
-
-    def _round_reply(self, entry: Pending, reply: Message) -> None:
-        rnd = self.rounds.get(entry.round_id)
-        if rnd is None or rnd.finishing:
-            self._grant(self.credit.release(entry.message_id))
-            return
-        if reply.has_error():
-            self._grant(self.credit.release(entry.message_id))
-            self._round_failure(entry.round_id, entry.node_id, reply.error.code, reply.error.reason)
-            return
-        update = _update_of(reply, rnd.spec)
-        if isinstance(update, str):
-            self._grant(self.credit.release(entry.message_id))
-            self._round_failure(entry.round_id, entry.node_id, ErrorCode.REJECTED, update)
-            return
-        arrays, weight, metrics = update
-        rnd.queued += 1
-        rnd.node_metrics[entry.node_id] = metrics
-        job = ("fold", entry.round_id, entry.message_id, entry.node_id, arrays, weight, metrics)
-        self.worker.submit(*job)
-
-    def _checkpoint_job(self, rnd: AggregatedRound) -> tuple[Any, ...] | None:
-        """Where the fold worker saves this round's global model, if anywhere."""
-        if self.checkpoint_dir is None or not rnd.template.group_id.isdigit():
-            return None
-        retention = self.config.checkpoint_retention
-        return (self.checkpoint_dir, rnd.run_id, int(rnd.template.group_id), retention)
-
-    def _round_failure(self, round_id: str, node_id: int, code: int, reason: str) -> None:
-        rnd = self.rounds.get(round_id)
-        if rnd is None:
-            return
-        rnd.failures[node_id] = (int(code), reason)
-        rnd.node_metrics.pop(node_id, None)
-        rnd.resolved += 1
-        self._round_check(round_id)
-
-    def on_worker(self, outcome: tuple[Any, ...]) -> None:
-        """Handle what the fold worker finished (called on the IO thread)."""
-        kind, round_id = outcome[0], outcome[1]
-        rnd = self.rounds.get(round_id)
-        if kind == "folded":
-            _, _, reply_to, node_id, problem = outcome
-            self._grant(self.credit.release(reply_to))
-            if rnd is None:
-                return
-            rnd.queued -= 1
-            if problem is None:
-                rnd.folded += 1
-                rnd.resolved += 1
-                self._round_check(round_id)
-            else:
-                self.stats["replies_rejected"] += 1
-                log.warning("update_rejected", run_id=rnd.run_id, node_id=node_id, reason=problem)
-                self._round_failure(round_id, node_id, ErrorCode.REJECTED, problem)
-        elif kind == "finished" and rnd is not None:
-            del self.rounds[round_id]
-            _, _, arrays, metrics, problem = outcome
-            if problem is not None:
-                rnd.failures[0] = (int(ErrorCode.REJECTED), problem)
-            self._to_app(rnd.app_routing_id, encode(result_message(rnd, arrays, metrics)))
-            secs = time.monotonic() - rnd.started
-            self.stats["aggregation_us"] += int(secs * 1e6)
-            failed = {str(n): reason[:300] for n, (_, reason) in rnd.failures.items()}
-            self.store.add_event("round_aggregated", time.time(), run_id=rnd.run_id,
-                                 data={"round": rnd.template.group_id, "method": rnd.spec.method,
-                                       "replies": rnd.folded, "failures": len(rnd.failures),
-                                       "failed": failed, "secs": round(secs, 4)})  # fmt: skip
-            if rnd.template.group_id.isdigit():
-                self.store.upsert_round(rnd.run_id, int(rnd.template.group_id), {}, time.time(),
-                                        round_secs=secs, replies=rnd.folded,
-                                        failures=len(rnd.failures))  # fmt: skip
-            log.info("round_aggregated", run_id=rnd.run_id, round=rnd.template.group_id,
-                     method=rnd.spec.method, replies=rnd.folded, failures=len(rnd.failures),
-                     secs=round(time.monotonic() - rnd.started, 4))  # fmt: skip
-
-    def _round_check(self, round_id: str, force: bool = False) -> None:
-        rnd = self.rounds.get(round_id)
-        if rnd is None or rnd.finishing or not (force or rnd.complete(time.monotonic())):
-            return
-        rnd.finishing = True
-        for entry in self._pending.pop_round(round_id):
-            self._grant(self.credit.release(entry.message_id))
-            rnd.failures[entry.node_id] = (
-                int(ErrorCode.MESSAGE_EXPIRED),
-                "the round's deadline passed",
-            )
-        self.worker.submit("finish", round_id, self._checkpoint_job(rnd))
-
-
-def _update_of(
-    reply: Message, spec: AggregateSpec
-) -> tuple[dict[str, Any], float, dict[str, Any]] | str:
-    """The (arrays, weight, metrics) a reply contributes, or why it cannot."""
-    metrics = {k: v for rec in reply.content.metric_records.values() for k, v in rec.items()}
-    record = reply.content.get(spec.arrays_key)
-    if not isinstance(record, ArrayRecord):
-        return f"the reply has no ArrayRecord {spec.arrays_key!r}"
-    weight = metrics.get(spec.weight_key, 1) if spec.weight_key else 1
-    if isinstance(weight, list) or not weight > 0:
-        return f"metric {spec.weight_key!r} must be a positive number, got {weight!r:.30}"
-    return dict(record), float(weight), metrics
 
 
 def _targets(raw: list[Any]) -> list[tuple[int, str]]:
