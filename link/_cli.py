@@ -59,6 +59,9 @@ def main(
     allowed_keys_dir: Annotated[
         _Path, typer.Option(help="Allowed node public keys (*.key).")
     ] = None,
+    control_allowed_keys_dir: Annotated[
+        _Path, typer.Option(help="Allowed user public keys on the control endpoint.")
+    ] = None,
     checkpoint_retention: Annotated[
         _Int, typer.Option(help="Checkpoints kept per run, 0 = all.")
     ] = None,

@@ -44,6 +44,10 @@ class LinkConfig:
             fleet endpoint.
         allowed_keys_dir: directory of node public keys (``*.key``) allowed to
             connect; re-read on SIGHUP.
+        control_allowed_keys_dir: directory of user public keys allowed on the
+            control endpoint (``fedzero run/ls/...``); enables CURVE there (needs
+            ``curve_secret_key``). Without it the control endpoint must stay on
+            loopback: whoever reaches it can run code on this machine.
         checkpoint_retention: global-model checkpoints kept per run (0: all).
         drain_grace: on SIGTERM, seconds in-flight rounds may take to finish.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
@@ -64,6 +68,7 @@ class LinkConfig:
     max_upload_mb: int = 256
     curve_secret_key: Path | None = None
     allowed_keys_dir: Path | None = None
+    control_allowed_keys_dir: Path | None = None
     checkpoint_retention: int = 0
     drain_grace: float = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -82,7 +87,12 @@ class LinkConfig:
     @property
     def curve_enabled(self) -> bool:
         """Whether the fleet endpoint requires CURVE."""
-        return self.curve_secret_key is not None
+        return self.curve_secret_key is not None and self.allowed_keys_dir is not None
+
+    @property
+    def control_curve_enabled(self) -> bool:
+        """Whether the control endpoint requires CURVE (allow-listed user keys)."""
+        return self.curve_secret_key is not None and self.control_allowed_keys_dir is not None
 
     def validate(self) -> None:
         """Check every value.
@@ -104,9 +114,11 @@ class LinkConfig:
         for name in ("credit_threshold", "checkpoint_retention", "drain_grace"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        if (self.allowed_keys_dir is None) != (self.curve_secret_key is None):
+        dirs = (self.allowed_keys_dir, self.control_allowed_keys_dir)
+        if (self.curve_secret_key is None) != all(d is None for d in dirs):
             raise ConfigurationError(
-                "curve_secret_key, allowed_keys_dir: set both to enable CURVE, or neither"
+                "curve_secret_key, allowed_keys_dir, control_allowed_keys_dir: the link's key "
+                "goes with at least one allow-list directory (fleet and/or control), or neither"
             )
         for name in ("fleet_address", "app_address", "control_address"):
             value = getattr(self, name)

@@ -10,6 +10,10 @@ honoured), like flwr's federations::
 
 ``--link ADDRESS`` wins over ``--federation NAME``, which wins over the default
 profile, which wins over ``tcp://127.0.0.1:9093``.
+
+A link whose control endpoint requires CURVE needs this user's key pair and the
+link's public key: ``curve-secret-key`` and ``link-public-key`` in the profile,
+or ``$FEDZERO_CURVE_SECRET_KEY`` and ``$FEDZERO_LINK_PUBLIC_KEY``.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from typing import Any
 
 import zmq
 
-from fedzero.core import ConfigurationError, FedzeroTimeoutError, ProtocolError
+from fedzero.core import ConfigurationError, CurveKeys, FedzeroTimeoutError, ProtocolError
 from fedzero.core._protocol import control, parse_envelope
+from fedzero.core._security import apply_client_curve
 from fedzero.link._config import DEFAULT_CONTROL_ADDRESS
 
 
@@ -34,14 +39,30 @@ def profiles_path() -> Path:
     return Path(base) / "fedzero" / "config.toml"
 
 
-def resolve_address(link: str | None, federation: str | None) -> str:
-    """The control address to use (see the module docstring).
+def resolve_connection(link: str | None, federation: str | None) -> tuple[str, CurveKeys | None]:
+    """The control address and CURVE keys to use (see the module docstring).
 
     Raises:
-        ConfigurationError: the profiles file is invalid or names no such federation.
+        ConfigurationError: the profiles file is invalid, names no such
+            federation, or a key file cannot be loaded.
     """
-    if link:
-        return link
+    profile = {} if link else _profile(federation)
+    address = link or str(profile.get("address", DEFAULT_CONTROL_ADDRESS))
+    secret = os.environ.get("FEDZERO_CURVE_SECRET_KEY") or profile.get("curve-secret-key")
+    server = os.environ.get("FEDZERO_LINK_PUBLIC_KEY") or profile.get("link-public-key")
+    if not secret and not server:
+        return address, None
+    if not (secret and server):
+        raise ConfigurationError("curve-secret-key and link-public-key go together")
+    return address, CurveKeys.load(str(secret), str(server))
+
+
+def resolve_address(link: str | None, federation: str | None) -> str:
+    """The control address to use."""
+    return resolve_connection(link, federation)[0]
+
+
+def _profile(federation: str | None) -> dict[str, Any]:
     path = profiles_path()
     data: dict[str, Any] = {}
     if path.exists():
@@ -51,11 +72,11 @@ def resolve_address(link: str | None, federation: str | None) -> str:
             raise ConfigurationError(f"{path}: {exc}") from exc
     name = federation or data.get("default")
     if name is None:
-        return DEFAULT_CONTROL_ADDRESS
+        return {}
     profile = data.get("federations", {}).get(name)
     if not isinstance(profile, dict) or not isinstance(profile.get("address"), str):
         raise ConfigurationError(f"{path}: no [federations.{name}] with an address")
-    return str(profile["address"])
+    return dict(profile)
 
 
 class ControlClient:
@@ -64,14 +85,17 @@ class ControlClient:
     Args:
         address: the control endpoint.
         timeout: seconds to wait for each answer.
+        curve: this user's keys and the link's public key, if the endpoint needs CURVE.
     """
 
-    def __init__(self, address: str, timeout: float = 10.0) -> None:
+    def __init__(self, address: str, timeout: float = 10.0, curve: CurveKeys | None = None) -> None:
         self.address = address
         self.timeout = timeout
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            apply_client_curve(self._sock, curve)
         self._sock.connect(address)
 
     def close(self) -> None:

@@ -14,7 +14,8 @@ from fedzero.core import ConfigurationError
 log = structlog.get_logger(__name__)
 
 
-def _is_loopback(address: str) -> bool:
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` stays on this machine (loopback IP, ipc://, inproc://)."""
     if not address.startswith("tcp://"):
         return True  # ipc:// and inproc:// never leave the machine
     host = urlsplit(address).hostname or ""
@@ -28,7 +29,7 @@ def _is_loopback(address: str) -> bool:
 
 def check_public_bind(address: str, encrypted: bool, name: str) -> None:
     """Warn loudly when an endpoint would accept unencrypted traffic off this machine."""
-    if not encrypted and not _is_loopback(address):
+    if not encrypted and not is_loopback(address):
         log.warning(
             "insecure_public_bind",
             endpoint=name,

@@ -24,7 +24,7 @@ from fedzero.core._settings import load_config
 from fedzero.core._systemd import Notifier
 from fedzero.link._config import LinkConfig
 from fedzero.link._control import Control
-from fedzero.link._endpoints import bind_router, check_public_bind
+from fedzero.link._endpoints import bind_router, check_public_bind, is_loopback
 from fedzero.link._exec import ExecService
 from fedzero.link._memory_store import InMemoryStore
 from fedzero.link._rounds import FoldWorker
@@ -177,14 +177,20 @@ class Link:
         cfg = self.config
         check_public_bind(cfg.fleet_address, cfg.curve_enabled, "fleet")
         check_public_bind(cfg.app_address, False, "app")
-        check_public_bind(cfg.control_address, False, "control")
+        if not cfg.control_curve_enabled and not is_loopback(cfg.control_address):
+            raise ConfigurationError(
+                f"control_address: {cfg.control_address} is not loopback; whoever reaches the "
+                "control endpoint can run code here, so it needs control_allowed_keys_dir "
+                "(CURVE with allow-listed user keys) to be bound off this machine"
+            )
         fleet = bind_router(self._ctx, cfg.fleet_address, cfg.max_message_bytes, self._security())
         self._sockets.append(fleet)
         app = bind_router(self._ctx, cfg.app_address, cfg.max_message_bytes, None)
         self._sockets.append(app)
         self.fleet_endpoint = fleet.getsockopt_string(zmq.LAST_ENDPOINT)
         self.app_endpoint = app.getsockopt_string(zmq.LAST_ENDPOINT)
-        control_sock = bind_router(self._ctx, cfg.control_address, cfg.max_message_bytes, None)
+        control_sock = bind_router(self._ctx, cfg.control_address, cfg.max_message_bytes,
+                                   self._control_security())  # fmt: skip
         self._sockets.append(control_sock)
         self.control_endpoint = control_sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._worker = FoldWorker(self._ctx, self._wake_address, warm=cfg.warmup)
@@ -236,19 +242,40 @@ class Link:
             raise RuntimeError("the link is not running")
         return self._store.reader()
 
+    def _authenticator(self) -> Any:
+        """The ZAP handler (started once): fleet keys in domain "*", users in "control"."""
+        if self._auth is None:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._auth = ThreadAuthenticator(self._ctx)
+            self._auth.start()
+        return self._auth
+
     def _security(self) -> Callable[[zmq.Socket[bytes]], None] | None:
         cfg = self.config
-        if cfg.curve_secret_key is None:
+        if not cfg.curve_enabled or cfg.curve_secret_key is None:
             return None
-        from zmq.auth.thread import ThreadAuthenticator
-
         keys = CurveKeys.load(cfg.curve_secret_key)
         if cfg.allowed_keys_dir is None or not cfg.allowed_keys_dir.is_dir():
             raise ConfigurationError(f"allowed_keys_dir: {cfg.allowed_keys_dir} is not a directory")
-        self._auth = ThreadAuthenticator(self._ctx)
-        self._auth.start()
-        self._auth.configure_curve(domain="*", location=str(cfg.allowed_keys_dir))
+        self._authenticator().configure_curve(domain="*", location=str(cfg.allowed_keys_dir))
         return lambda sock: apply_server_curve(sock, keys)
+
+    def _control_security(self) -> Callable[[zmq.Socket[bytes]], None] | None:
+        cfg = self.config
+        folder = cfg.control_allowed_keys_dir
+        if not cfg.control_curve_enabled or cfg.curve_secret_key is None or folder is None:
+            return None
+        if not folder.is_dir():
+            raise ConfigurationError(f"control_allowed_keys_dir: {folder} is not a directory")
+        keys = CurveKeys.load(cfg.curve_secret_key)
+        self._authenticator().configure_curve(domain="control", location=str(folder))
+
+        def secure(sock: zmq.Socket[bytes]) -> None:
+            apply_server_curve(sock, keys)
+            sock.zap_domain = b"control"
+
+        return secure
 
     def _close(self) -> None:
         if self._http is not None:
@@ -340,8 +367,15 @@ class Link:
                 else:  # asked twice (a second Ctrl-C): stop now
                     self._drain_deadline = time.monotonic()
             elif command == b"reload" and self._auth is not None:
-                self._auth.configure_curve(domain="*", location=str(self.config.allowed_keys_dir))
-                log.info("allowed_keys_reloaded", directory=str(self.config.allowed_keys_dir))
+                cfg = self.config
+                if cfg.curve_enabled:
+                    self._auth.configure_curve(domain="*", location=str(cfg.allowed_keys_dir))
+                if cfg.control_curve_enabled:
+                    self._auth.configure_curve(
+                        domain="control", location=str(cfg.control_allowed_keys_dir)
+                    )
+                log.info("allowed_keys_reloaded", fleet=str(cfg.allowed_keys_dir),
+                         control=str(cfg.control_allowed_keys_dir))  # fmt: skip
 
     # ------------------------------------------------------------ inspection
 

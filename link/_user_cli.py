@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fedzero.core import ConfigurationError, FedzeroError, generate_keys
-from fedzero.link._control_client import ControlClient, resolve_address
+from fedzero.link._control_client import ControlClient, resolve_connection
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="fedzero: federated learning on ZeroMQ."
@@ -59,7 +59,8 @@ _JSON = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")
 
 def _client(link: str | None, federation: str | None) -> ControlClient:
     try:
-        return ControlClient(resolve_address(link, federation))
+        address, curve = resolve_connection(link, federation)
+        return ControlClient(address, curve=curve)
     except ConfigurationError as exc:
         typer.echo(f"fedzero: {exc}", err=True)
         raise typer.Exit(2) from None
