@@ -183,7 +183,8 @@ class FoldWorker:
         try:
             if self._warm:
                 warmup()
-            while (job := self._jobs.get()) is not None:
+            lookahead: list[tuple[Any, ...] | None] = []  # a job taken early, handled next
+            while (job := lookahead.pop() if lookahead else self._jobs.get()) is not None:
                 batch = [job]
                 nxt: tuple[Any, ...] | None = None
                 while job[0] == "fold":  # several replies ready: fold them in one pass
@@ -192,8 +193,8 @@ class FoldWorker:
                     except queue.Empty:
                         break
                     if nxt is None or nxt[0] != "fold":
-                        self._jobs.put(nxt)  # keep order: handled after this batch
-                        break
+                        lookahead.append(nxt)  # strictly next: a round's begin must stay
+                        break  # ahead of its folds, whatever other runs interleave
                     batch.append(nxt)
                 outcomes = RoundState.process(states, batch)
                 # Drop our references to the folded replies before waiting for more

@@ -1,0 +1,54 @@
+"""The fold worker keeps every round's jobs in order, however runs interleave."""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from fedzero.link._rounds import AggregateSpec, FoldWorker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_a_begin_queued_behind_folds_of_another_round_stays_ahead_of_its_own(
+    zmq_context: zmq.Context[Any],
+) -> None:
+    wake = zmq_context.socket(zmq.PULL)
+    wake.bind("inproc://fold-wake")
+    # warm=True: the worker compiles its kernels first, so every job below is queued
+    # before it takes any, in this order (the interleaving of two concurrent runs).
+    worker = FoldWorker(zmq_context, "inproc://fold-wake", warm=True)
+    try:
+        ref = {"w": np.zeros(4, np.float32)}
+        spec_a, spec_b = (
+            AggregateSpec(round_id="a", weight_key=""),
+            AggregateSpec(round_id="b", weight_key=""),
+        )
+        worker.submit("begin", "a", spec_a, ref, 2)
+        worker.submit("fold", "a", "a1", 1, {"w": np.ones(4, np.float32)}, 1.0, {})
+        worker.submit("fold", "a", "a2", 2, {"w": np.ones(4, np.float32) * 3}, 1.0, {})
+        worker.submit("begin", "b", spec_b, ref, 2)
+        worker.submit("fold", "b", "b1", 1, {"w": np.ones(4, np.float32) * 10}, 1.0, {})
+        worker.submit("fold", "b", "b2", 2, {"w": np.ones(4, np.float32) * 20}, 1.0, {})
+        worker.submit("finish", "a", None)
+        worker.submit("finish", "b", None)
+        finished: dict[str, Any] = {}
+        problems = []
+        while len(finished) < 2:
+            outcome = worker.done.get(timeout=30)
+            if outcome[0] == "folded":
+                problems.append(outcome[4])
+            elif outcome[0] == "finished":
+                finished[outcome[1]] = outcome[2]
+        assert problems == [None] * 4
+        np.testing.assert_array_equal(finished["a"]["w"], np.full(4, 2.0, np.float32))
+        np.testing.assert_array_equal(finished["b"]["w"], np.full(4, 15.0, np.float32))
+    except queue.Empty:
+        pytest.fail("the fold worker did not finish both rounds")
+    finally:
+        worker.close()
+        wake.close(linger=0)
