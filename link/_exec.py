@@ -24,7 +24,8 @@ from typing import Any, Final
 
 import structlog
 
-from fedzero.core._bundle import BundleCache, BundleError
+from fedzero.core._bundle import BundleError
+from fedzero.core._bundle_cache import BundleCache
 from fedzero.link._store_writer import StoreWriter
 
 log = structlog.get_logger(__name__)

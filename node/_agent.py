@@ -32,7 +32,8 @@ from fedzero.core import (
     decode,
     encode,
 )
-from fedzero.core._bundle import BundleError, BundlePolicy
+from fedzero.core._bundle import BundleError
+from fedzero.core._bundle_cache import BundlePolicy
 from fedzero.core._context import UserConfig
 from fedzero.core._protocol import control, parse_envelope
 from fedzero.core._security import CurveKeys, apply_client_curve

@@ -15,7 +15,8 @@ from typing import Any
 
 import structlog
 
-from fedzero.core._bundle import BundleCache, BundleError, BundlePolicy
+from fedzero.core._bundle import BundleError
+from fedzero.core._bundle_cache import BundleCache, BundlePolicy
 
 log = structlog.get_logger(__name__)
 

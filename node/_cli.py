@@ -9,7 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fedzero.core import ConfigurationError, CurveKeys, configure_logging
-from fedzero.core._bundle import BundleError, BundlePolicy
+from fedzero.core._bundle import BundleError
+from fedzero.core._bundle_cache import BundlePolicy
 from fedzero.core._loader import load_client_app, read_app_spec
 from fedzero.core._settings import load_config, render_config
 from fedzero.core._systemd import Notifier

@@ -26,14 +26,13 @@ from fedzero.core._bundle import (
     DEFAULT_EXCLUDES,
     MANIFEST_NAME,
     Bundle,
-    BundleCache,
     BundleError,
-    BundlePolicy,
     build_bundle,
     canonical_json,
     extract_bundle,
     open_bundle,
 )
+from fedzero.core._bundle_cache import BundleCache, BundlePolicy
 
 pytestmark = pytest.mark.timeout(30)
 
