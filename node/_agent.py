@@ -142,7 +142,8 @@ class NodeAgent:
         self._next_ping = 0.0
         self._next_hello = 0.0
         self.registrations = 0
-        self._lock = threading.Lock()
+        # Re-entrant: drain() runs from a signal handler on the thread that may hold it.
+        self._lock = threading.RLock()
         self._drain_deadline: float | None = None
         self._next_watchdog = 0.0
 
