@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from fedzero.core._settings import load_config
+from fedzero.link._config import LinkConfig
+from fedzero.node._config import NodeConfig
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -122,42 +124,10 @@ def test_systemd_analyze_verify(tmp_path: Path, name: str) -> None:
     assert unit.name not in output, output
 
 
-# --- example configs: the keys the daemons accept, loadable by the settings loader -------
+# --- example configs: every key the daemons accept, loadable by the settings loader -----
 
 
-@dataclasses.dataclass
-class LinkKeys:
-    fleet_address: str = ""
-    app_address: str = ""
-    control_address: str = ""
-    http_address: str = ""
-    state_dir: Path | None = None
-    heartbeat_interval: float = 0.0
-    heartbeat_timeout: float = 0.0
-    max_message_mb: int = 0
-    max_concurrent_uploads: int = 0
-    max_upload_mb: int = 0
-    curve_secret_key: Path | None = None
-    allowed_keys_dir: Path | None = None
-    checkpoint_retention: int = 0
-    drain_grace: float = 0.0
-    log_level: str = ""
-    warmup: bool = False
-
-
-@dataclasses.dataclass
-class NodeKeys:
-    link: str = ""
-    app: Path | None = None
-    node_id: int | None = None
-    node_config: dict[str, str | int | float | bool] = dataclasses.field(default_factory=dict)
-    state_dir: Path | None = None
-    curve_secret_key: Path | None = None
-    link_public_key: Path | None = None
-    log_level: str = ""
-
-
-@pytest.mark.parametrize(("name", "keys"), [("link", LinkKeys), ("node", NodeKeys)])
+@pytest.mark.parametrize(("name", "keys"), [("link", LinkConfig), ("node", NodeConfig)])
 def test_example_config_has_every_key_and_loads(name: str, keys: type) -> None:
     path = UNITS / f"{name}.toml"
     text = path.read_text()
