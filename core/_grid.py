@@ -50,8 +50,8 @@ class Grid:
         heartbeat_interval: seconds between pings while waiting.
         heartbeat_timeout: the link is considered gone after this much silence.
         listeners: callables that receive progress events (dicts with an
-            ``"event"`` key: ``"sent"``, ``"reply"``, ``"report"``), e.g. a
-            progress display.
+            ``"event"`` key: ``"sent"``, ``"reply"``, ``"aggregated"``,
+            ``"report"``), e.g. a progress display.
 
     Raises:
         FedzeroTimeoutError: the link did not answer within ``connect_timeout``.
@@ -242,9 +242,13 @@ class Grid:
         grace = None if timeout is None else timeout + max(5.0, self._timeout)
         if not self._wait(lambda: round_id in self._replies, grace):
             raise FedzeroTimeoutError(f"no aggregated result from the link within {grace}s")
-        return RoundResult.from_message(
+        result = RoundResult.from_message(
             self._replies.pop(round_id), spec.get("arrays_key", "arrays")
         )
+        meta = groups[0][0].metadata
+        self._emit(event="aggregated", message_type=meta.message_type, group_id=meta.group_id,
+                   replies=result.replies, failures=len(result.failures))  # fmt: skip
+        return result
 
     def receive(self, message_ids: Iterable[str], *, timeout: float | None = None) -> list[Message]:
         """Wait for the replies to pushed messages; return them in the order of the ids.

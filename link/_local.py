@@ -38,11 +38,17 @@ class _Display:
     def __call__(self, event: dict[str, Any]) -> None:
         key = (event.get("message_type", ""), event.get("group_id", ""))
         if event["event"] == "sent":
+            for task in self.tasks.values():  # one live bar: the round in flight
+                self.progress.remove_task(task)
+            self.tasks.clear()
             label = f"{key[0]:<8} round {key[1]}" if key[1] else key[0]
             self.tasks[key] = self.progress.add_task(label, total=event["count"])
         elif event["event"] == "reply" and key in self.tasks:
             self.failures += int(event["error"])
             self.progress.advance(self.tasks[key])
+        elif event["event"] == "aggregated" and key in self.tasks:  # one result per round
+            self.failures += int(event["failures"])
+            self.progress.update(self.tasks[key], completed=event["replies"] + event["failures"])
         elif event["event"] == "report":
             self.reports.append(event)
             shown = "  ".join(f"{k}={_fmt(v)}" for k, v in event["metrics"].items())
