@@ -205,7 +205,8 @@ class Link:
 
     def _start_http(self) -> None:
         """Serve the statistics API, /metrics and the dashboard (its own threads)."""
-        from fedzero.link._http import LinkStatsSource, StatsServer, parse_http_address
+        from fedzero.link._http import StatsServer, parse_http_address
+        from fedzero.link._stats_source import LinkStatsSource
 
         if not self.config.http_address:
             return
