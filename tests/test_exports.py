@@ -62,3 +62,13 @@ def test_every_exported_name_exists(package: str) -> None:
     module = importlib.import_module(f"fedzero.{package}")
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert not missing
+
+
+def test_link_node_bench_surfaces_are_pinned() -> None:
+    import fedzero.bench
+    import fedzero.link
+    import fedzero.node
+
+    assert set(fedzero.link.__all__) == {"Link", "LinkConfig"}
+    assert set(fedzero.node.__all__) == {"NodeAgent"}
+    assert fedzero.bench.__all__ == []
