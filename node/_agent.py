@@ -68,6 +68,7 @@ class NodeAgent:
         bundle_dir: the bundle cache (default: a private temporary directory).
         allowed_bundles: bundle hashes this node runs (None: any bundle the link sends).
         log_level: the worker processes' log level.
+        max_message_bytes: the largest frame accepted from the link (ZMQ_MAXMSGSIZE).
         state_dir: where the node remembers the id the link gave it, so a restarted
             node is the same node (a CURVE key or ``node_id`` also fix the identity).
         node_config: this node's configuration, e.g. ``{"partition-id": 0}``.
@@ -91,6 +92,7 @@ class NodeAgent:
         allowed_bundles: frozenset[str] | None = None,
         log_level: str | None = None,
         state_dir: Path | None = None,
+        max_message_bytes: int = 4 * 2**30,
         node_config: Mapping[str, Any] | None = None,
         node_id: int | None = None,
         curve: CurveKeys | None = None,
@@ -113,6 +115,7 @@ class NodeAgent:
             if app is None and app_dir is None else None
         )  # fmt: skip
         self._run_bundles: dict[int, str] = {}
+        self._max_message_bytes = max_message_bytes
         self._id_file = None if state_dir is None else state_dir / "node-id"
         if node_id is None and self._id_file is not None and self._id_file.exists():
             text = self._id_file.read_text(encoding="ascii").strip()
@@ -215,6 +218,7 @@ class NodeAgent:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a link that is not there
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_bytes)  # bounded input, even from a link
         sock.setsockopt(zmq.RECONNECT_IVL, int(self._backoff[0] * 1000))
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self._backoff[1] * 1000))
         if self._curve is not None:
