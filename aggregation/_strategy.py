@@ -26,6 +26,7 @@ from fedzero.core import (
     MetricRecord,
     RecordDict,
 )
+from fedzero.core._dtypes import is_float_dtype
 
 from ._metrics import weighted_metrics_mean
 
@@ -253,7 +254,7 @@ def _average_metrics(replies: list[Message], weight_key: str) -> MetricRecord:
 
 def float_arrays(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     """The floating-point arrays of a record (what server optimizers update)."""
-    return {k: v for k, v in arrays.items() if v.dtype.kind == "f" or v.dtype.name == "bfloat16"}
+    return {k: v for k, v in arrays.items() if is_float_dtype(v.dtype)}
 
 
 @dataclasses.dataclass(frozen=True)

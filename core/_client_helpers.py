@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from fedzero.core._array_record import ArrayRecord
+from fedzero.core._dtypes import is_float_dtype
 
 
 def clip_update(new: ArrayRecord, reference: ArrayRecord, clipping_norm: float) -> ArrayRecord:
@@ -27,7 +28,7 @@ def clip_update(new: ArrayRecord, reference: ArrayRecord, clipping_norm: float) 
         raise ValueError(f"clipping_norm must be positive, got {clipping_norm}")
     if list(new) != list(reference):
         raise ValueError("new and reference must hold the same arrays in the same order")
-    floats = [k for k, v in new.items() if v.dtype.kind == "f" or v.dtype.name == "bfloat16"]
+    floats = [k for k, v in new.items() if is_float_dtype(v.dtype)]
     deltas = {k: new[k].astype(np.float64) - reference[k].astype(np.float64) for k in floats}
     norm = math.sqrt(sum(float(np.vdot(d, d)) for d in deltas.values()))
     factor = min(1.0, clipping_norm / norm) if norm > 0 else 1.0

@@ -52,7 +52,8 @@ _MAX_ID_LEN: Final = 128
 # --------------------------------------------------------------------- encode
 
 
-def _metadata_json(meta: Metadata) -> dict[str, Any]:
+def metadata_json(meta: Metadata) -> dict[str, Any]:
+    """The header's ``metadata`` object for ``meta``."""
     return {name: getattr(meta, name) for name in _METADATA_FIELDS}
 
 
@@ -114,7 +115,7 @@ def encode_header(
     header: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
         "kind": KIND_MESSAGE,
-        "metadata": _metadata_json(metadata),
+        "metadata": metadata_json(metadata),
     }
     if error is not None:
         header["error"] = {"code": int(error.code), "reason": error.reason}

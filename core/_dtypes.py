@@ -51,6 +51,11 @@ def safetensors_name(dtype: np.dtype[np.generic]) -> str:
     )
 
 
+def is_float_dtype(dtype: np.dtype[np.generic]) -> bool:
+    """Whether ``dtype`` is a floating-point type (float16/32/64 or bfloat16)."""
+    return dtype.kind == "f" or dtype == BFLOAT16
+
+
 def numpy_dtype(name: str) -> np.dtype[np.generic] | None:
     """Return the NumPy dtype for a safetensors dtype string, or None if unknown."""
     return _ST_TO_NP.get(name)

@@ -8,6 +8,7 @@ they arrive, and there is no polling interval anywhere.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -16,7 +17,7 @@ from typing import Any, Final, overload
 import structlog
 import zmq
 
-from fedzero.core._codec import decode, encode_content
+from fedzero.core._codec import decode, encode_content, metadata_json
 from fedzero.core._context import Context, UserConfig
 from fedzero.core._errors import (
     ClosedError,
@@ -296,17 +297,8 @@ class Grid:
     def _push_group(self, group: list[Message], aggregate: dict[str, Any] | None) -> None:
         first = group[0].metadata
         records, payload = encode_content(group[0].content)
-        template = {
-            "run_id": first.run_id,
-            "message_id": "",
-            "src_node_id": SERVER_NODE_ID,
-            "dst_node_id": 0,
-            "reply_to_message_id": "",
-            "group_id": first.group_id,
-            "message_type": first.message_type,
-            "ttl": first.ttl,
-            "created_at": first.created_at,
-        }
+        # The per-destination fields are filled in by the link for each node.
+        template = metadata_json(dataclasses.replace(first, message_id="", dst_node_id=0))
         dst = [[m.metadata.dst_node_id, m.metadata.message_id] for m in group]
         header = control("push", metadata=template, content=records, dst=dst, aggregate=aggregate)
         self._send([*header, *payload])

@@ -17,11 +17,12 @@ import importlib
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fedzero.core._apps import ClientApp, ServerApp
-from fedzero.core._context import UserConfig
+from fedzero.core._context import Scalar, UserConfig
 from fedzero.core._errors import ConfigurationError
+from fedzero.core._settings_types import scalar_from_text
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -104,7 +105,7 @@ def parse_config_items(items: list[str]) -> UserConfig:
     """Parse ``["k=v", "a=1,b=2"]`` into a config dict; values are TOML scalars.
 
     ``num-rounds=3`` gives an int, ``lr=0.1`` a float, ``name="x"`` or ``name=x``
-    a string, ``on=true`` a bool.
+    a string, ``on=true`` a bool (the same rules as ``FEDZERO_*`` variables).
 
     Raises:
         ConfigurationError: an item is not ``key=value``.
@@ -115,11 +116,5 @@ def parse_config_items(items: list[str]) -> UserConfig:
             key, sep, raw = part.partition("=")
             if not sep or not key.strip():
                 raise ConfigurationError(f"config item {part!r} is not key=value")
-            try:
-                value = tomllib.loads(f"v = {raw.strip()}")["v"]
-            except tomllib.TOMLDecodeError:
-                value = raw.strip()
-            if isinstance(value, dict | list):
-                raise ConfigurationError(f"config item {part!r}: values must be scalars")
-            out[key.strip()] = value
+            out[key.strip()] = cast(Scalar, scalar_from_text(raw))
     return out

@@ -14,7 +14,6 @@ import numpy as np
 
 from fedzero.core._array_record import ArrayRecord
 
-MetricScalar: TypeAlias = int | float
 MetricValue: TypeAlias = int | float | list[int] | list[float]
 ConfigScalar: TypeAlias = int | float | bool | str | bytes
 ConfigValue: TypeAlias = (

@@ -124,7 +124,7 @@ def _convert(value: object, tp: Any, *, text: bool) -> object:
 
 def _convert_union(value: object, members: list[Any], *, text: bool) -> object:
     if text and isinstance(value, str):
-        value = _scalar_from_text(value)
+        value = scalar_from_text(value)
     for member in sorted(members, key=lambda m: type(value) is not m):  # exact type first
         try:
             return _convert_scalar(value, member, text=False)
@@ -162,7 +162,7 @@ def _convert_dict(value: object, item_type: Any, tp: Any) -> dict[str, object]:
     return out
 
 
-def _scalar_from_text(text: str) -> object:
+def scalar_from_text(text: str) -> object:
     """``"1"`` → 1, ``"0.5"`` → 0.5, ``"true"`` → True, ``'"x"'`` and ``"x"`` → ``"x"``."""
     try:
         value = tomllib.loads(f"v = {text.strip()}")["v"]

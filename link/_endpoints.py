@@ -14,17 +14,21 @@ from fedzero.core import ConfigurationError
 log = structlog.get_logger(__name__)
 
 
-def is_loopback(address: str) -> bool:
-    """Whether ``address`` stays on this machine (loopback IP, ipc://, inproc://)."""
-    if not address.startswith("tcp://"):
-        return True  # ipc:// and inproc:// never leave the machine
-    host = urlsplit(address).hostname or ""
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an IP) is this machine's loopback."""
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a hostname or "*": may be public
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` stays on this machine (loopback IP, ipc://, inproc://)."""
+    if not address.startswith("tcp://"):
+        return True  # ipc:// and inproc:// never leave the machine
+    return is_loopback_host(urlsplit(address).hostname or "")
 
 
 def check_public_bind(address: str, encrypted: bool, name: str) -> None:

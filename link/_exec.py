@@ -18,11 +18,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
+import zmq
 
 from fedzero.core._bundle import BundleError
 from fedzero.core._bundle_cache import BundleCache
@@ -52,17 +52,21 @@ class ExecService:
             under ``state_dir/apps`` (content-addressed by hash).
         app_endpoint: the link's app endpoint the ServerApps connect to.
         store: where output lines are recorded as the run's log.
-        notify: called (from this thread) after an outcome was queued on :attr:`done`.
+        ctx: the link's zmq context.
+        wake_address: where this thread sends ``b"exec"`` after queuing an outcome
+            on :attr:`done` (the link's wake-up socket).
     """
 
     def __init__(self, state_dir: Path, app_endpoint: str, store: StoreWriter,
-                 notify: Callable[[], None]) -> None:  # fmt: skip
+                 ctx: zmq.Context[zmq.Socket[bytes]], wake_address: str) -> None:  # fmt: skip
         self.bundles = state_dir / "bundles"
         self.cache = BundleCache(state_dir / "apps")
         self.app_endpoint = app_endpoint
         self.store = store
         self.done: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._notify = notify
+        self._ctx = ctx
+        self._wake_address = wake_address
+        self._wake: zmq.Socket[bytes] | None = None  # this thread's, created in _run
         self._jobs: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._children: dict[int, _Child] = {}
@@ -100,7 +104,13 @@ class ExecService:
 
     # ------------------------------------------------------------- the thread
 
+    def _notify(self) -> None:
+        if self._wake is not None:
+            self._wake.send(b"exec")
+
     def _run(self) -> None:
+        self._wake = self._ctx.socket(zmq.PUSH)
+        self._wake.connect(self._wake_address)
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ, None)
         try:
@@ -115,6 +125,7 @@ class ExecService:
                 self._kill_overdue()
         finally:
             selector.close()
+            self._wake.close(linger=1000)
 
     def _timeout(self) -> float | None:
         deadlines = [c.kill_at for c in self._children.values() if c.kill_at is not None]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import http
-import ipaddress
 import json
 import math
 import re
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import structlog
 
+from fedzero.link._endpoints import is_loopback_host
 from fedzero.link._metrics import CONTENT_TYPE, exposition, metrics_registry
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ class StatsServer:
         """
         if self._httpd is not None:
             raise RuntimeError("the stats server is already started")
-        if not _is_loopback(self.address):
+        if not is_loopback_host(self.address):
             log.warning("http_public_bind", address=self.address, port=self.port,
                         hint="the stats server has no authentication; bind 127.0.0.1 "
                              "and put a reverse proxy in front to expose it")  # fmt: skip
@@ -181,15 +181,6 @@ def parse_http_address(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"http address: expected host:port, e.g. 127.0.0.1:9095, got {value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Server(ThreadingHTTPServer):

@@ -198,7 +198,7 @@ class Link:
         router = Router(cfg, fleet, app, self.stats, self._worker, self._store)
         if cfg.state_dir is not None:
             self._exec = ExecService(cfg.state_dir, self.app_endpoint, self._store,
-                                     lambda: self._post(b"exec"))  # fmt: skip
+                                     self._ctx, self._wake_address)  # fmt: skip
         router.exec = self._exec
         self._control = Control(control_sock, router, self._exec, self._store.reader())
         return router

@@ -14,7 +14,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import numpy as np
@@ -25,8 +25,6 @@ from fedzero.core import (
     ArrayRecord,
     ConfigRecord,
     DeserializationError,
-    Error,
-    ErrorCode,
     Message,
     Metadata,
     MetricRecord,
@@ -144,9 +142,6 @@ class AggregatedRound:
         return late and self.folded >= self.spec.min_replies
 
 
-Post = Callable[[tuple[Any, ...]], None]
-
-
 class FoldWorker:
     """One thread that does every round's numeric work, in arrival order.
 
@@ -232,8 +227,3 @@ def result_message(
     for node_id, node_metrics in sorted(rnd.node_metrics.items()):
         content[f"node/{node_id}"] = MetricRecord(node_metrics)
     return Message.from_parts(meta, content, None)
-
-
-def failure_error(code: ErrorCode | int, reason: str) -> Error:
-    """An Error for the round's failure list."""
-    return Error(int(code), reason)

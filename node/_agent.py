@@ -122,7 +122,6 @@ class NodeAgent:
             node_id = int(text) if text.isdigit() else None
         self.link = link
         self.node_config: UserConfig = dict(node_config or {})
-        self._requested_id = node_id
         self._curve = curve
         self._backoff = (backoff_initial, backoff_max)
         self._interval = heartbeat_interval

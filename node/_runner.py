@@ -27,6 +27,7 @@ import structlog
 import zmq
 
 from fedzero.core import ClientApp, Context, Message, encode
+from fedzero.core._codec import frames_nbytes
 from fedzero.node._pool import WorkerPool
 
 log = structlog.get_logger(__name__)
@@ -42,7 +43,7 @@ class Outgoing:
     @property
     def nbytes(self) -> int:
         """Total size of the frames (for upload credit)."""
-        return sum(len(f) for f in self.frames)
+        return frames_nbytes(self.frames)
 
 
 class Runner(Protocol):
