@@ -23,6 +23,17 @@ ECHO_APP = Path(__file__).parent / "apps" / "echo"
 FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0, "warmup": False}
 
 
+def link_config(**overrides: Any) -> LinkConfig:
+    """A LinkConfig for tests: every endpoint ephemeral (never the daemon's default
+    ports, so tests neither collide with each other nor with a running link), no
+    stats server, short heartbeats, no kernel warm-up."""
+    options: dict[str, Any] = {
+        "fleet_address": "tcp://127.0.0.1:0", "app_address": "tcp://127.0.0.1:0",
+        "control_address": "tcp://127.0.0.1:0", "http_address": "", **FAST,
+    }  # fmt: skip
+    return LinkConfig(**{**options, **overrides})
+
+
 @contextlib.contextmanager
 def socket_dir() -> Iterator[Path]:
     """A short private directory for ipc:// sockets (paths are limited to ~100 chars)."""
@@ -84,8 +95,7 @@ def federation(
     app: ClientApp, node_configs: list[dict[str, Any]], **link_options: Any
 ) -> Iterator[tuple[Link, list[NodeAgent]]]:
     """A link and nodes as threads of this process, on ephemeral loopback ports."""
-    options = {"fleet_address": "tcp://127.0.0.1:0", "app_address": "tcp://127.0.0.1:0", **FAST}
-    link = Link(LinkConfig(**{**options, **link_options})).start()
+    link = Link(link_config(**link_options)).start()
     nodes: list[NodeAgent] = []
     try:
         for cfg in node_configs:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from fedzero.core import ConfigurationError, CurveKeys, FedzeroTimeoutError, generate_keys
-from fedzero.link import Link, LinkConfig
+from fedzero.link import Link
 from fedzero.link._control_client import ControlClient
-from tests.helpers import FAST, socket_dir
+from tests.helpers import link_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,30 +22,25 @@ def test_only_allow_listed_users_reach_the_control_endpoint(tmp_path: Path) -> N
     users = tmp_path / "users"
     users.mkdir()
     shutil.copy(tmp_path / "keys" / "alice.key", users / "alice.key")
-    with socket_dir() as tmp:
-        config = LinkConfig(fleet_address=f"ipc://{tmp}/fleet", app_address=f"ipc://{tmp}/app",
-                            control_address=f"ipc://{tmp}/control", http_address="",
-                            curve_secret_key=link_secret, control_allowed_keys_dir=users, **FAST)  # fmt: skip
-        link = Link(config).start()
-        try:
-            with ControlClient(
-                link.control_endpoint, curve=CurveKeys.load(alice_secret, link_pub)
-            ) as alice:
-                kind, _ = alice.request("list_runs", limit=10)
-                assert kind == "runs"
-            for keys in (CurveKeys.load(mallory_secret, link_pub), None):
-                with (
-                    ControlClient(link.control_endpoint, timeout=1.0, curve=keys) as other,
-                    pytest.raises(FedzeroTimeoutError),
-                ):
-                    other.request("list_runs", limit=10)
-        finally:
-            link.stop()
+    config = link_config(curve_secret_key=link_secret, control_allowed_keys_dir=users)
+    link = Link(config).start()
+    try:
+        with ControlClient(
+            link.control_endpoint, curve=CurveKeys.load(alice_secret, link_pub)
+        ) as alice:
+            kind, _ = alice.request("list_runs", limit=10)
+            assert kind == "runs"
+        for keys in (CurveKeys.load(mallory_secret, link_pub), None):
+            with (
+                ControlClient(link.control_endpoint, timeout=1.0, curve=keys) as other,
+                pytest.raises(FedzeroTimeoutError),
+            ):
+                other.request("list_runs", limit=10)
+    finally:
+        link.stop()
 
 
 def test_control_endpoint_off_loopback_needs_user_keys() -> None:
-    with socket_dir() as tmp:
-        config = LinkConfig(fleet_address=f"ipc://{tmp}/fleet", app_address=f"ipc://{tmp}/app",
-                            control_address="tcp://0.0.0.0:0", http_address="", **FAST)  # fmt: skip
-        with pytest.raises(ConfigurationError, match="control_allowed_keys_dir"):
-            Link(config).start()
+    config = link_config(control_address="tcp://0.0.0.0:0")
+    with pytest.raises(ConfigurationError, match="control_allowed_keys_dir"):
+        Link(config).start()

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from fedzero.core import CurveKeys, Grid, generate_keys
-from fedzero.link import Link, LinkConfig
+from fedzero.link import Link
 from fedzero.node import NodeAgent
 from tests.apps.echo.echoapp import client as echo
-from tests.helpers import FAST, model, train_all
+from tests.helpers import link_config, model, train_all
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,9 +30,9 @@ def _keys(tmp_path: Path) -> dict[str, Path]:
 
 def test_unknown_key_can_neither_register_nor_receive(tmp_path: Path) -> None:
     keys = _keys(tmp_path)
-    link = Link(LinkConfig(fleet_address="tcp://127.0.0.1:0", app_address="tcp://127.0.0.1:0",
-                           curve_secret_key=keys["link_secret"], allowed_keys_dir=keys["allowed"],
-                           **FAST)).start()  # fmt: skip
+    link = Link(
+        link_config(curve_secret_key=keys["link_secret"], allowed_keys_dir=keys["allowed"])
+    ).start()
     good = NodeAgent(
         echo, link.fleet_endpoint, curve=CurveKeys.load(keys["good_secret"], keys["link"])
     )
@@ -68,8 +68,7 @@ def test_unknown_key_can_neither_register_nor_receive(tmp_path: Path) -> None:
 
 def test_node_id_is_derived_from_the_key(tmp_path: Path) -> None:
     keys = _keys(tmp_path)
-    config = LinkConfig(fleet_address="tcp://127.0.0.1:0", app_address="tcp://127.0.0.1:0",
-                        curve_secret_key=keys["link_secret"], allowed_keys_dir=keys["allowed"], **FAST)  # fmt: skip
+    config = link_config(curve_secret_key=keys["link_secret"], allowed_keys_dir=keys["allowed"])
     ids = []
     for _ in range(2):  # the same key across link and node restarts is the same node
         link = Link(config).start()
