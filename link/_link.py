@@ -237,6 +237,15 @@ class Link:
         store.mark_nodes_offline(now)
         return StoreWriter(store)
 
+    def sync(self, timeout: float = 10.0) -> None:
+        """Wait until every state write queued so far is committed (any thread).
+
+        Raises:
+            FedzeroTimeoutError: not committed within ``timeout`` seconds.
+        """
+        if self._store is not None:
+            self._store.flush(timeout)
+
     def store_reader(self) -> StoreReader:
         """A reader of the link's state, usable from another thread (stats, CLI)."""
         if self._store is None:

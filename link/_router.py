@@ -464,7 +464,6 @@ class Router:
             self._refuse(self._app, run.app_routing_id or b"", ErrorCode.MALFORMED, str(exc))
             return
         at = time.time()
-        run.history.append({"round": header["round"], "metrics": metrics, "at": at})
         self.store.upsert_round(run.run_id, header["round"], metrics, at)
         run.rounds_done = max(run.rounds_done, header["round"])
         self.store.update_run(run.run_id, rounds_done=run.rounds_done)

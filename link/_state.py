@@ -55,7 +55,6 @@ class Run:
     exec_done: bool = True  # False while an exec-managed ServerApp process is alive
     ended_seq: int = 0  # the store write sequence number at the run's end
     nodes: set[int] = dataclasses.field(default_factory=set)
-    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(slots=True)

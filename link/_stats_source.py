@@ -62,19 +62,11 @@ class LinkStatsSource:
 
     def rounds(self, run_id: int) -> list[dict[str, Any]]:
         """See :meth:`StatsSource.rounds`."""
-        run = next((r for r in self._link.runs() if r.run_id == run_id), None)
-        if run is None:
+        if not any(r.run_id == run_id for r in self._link.runs()):
             return []
-        out: dict[int, dict[str, Any]] = {}
-        for row in self._read(lambda s: [r.as_dict() for r in s.list_rounds(run_id)]) or []:
-            out[row["round"]] = {k: row[k] for k in ("round", "at", "metrics", "round_secs",
-                                                     "replies", "failures")}  # fmt: skip
-        for entry in list(run.history):  # live reports win over what the store has so far
-            rnd = out.setdefault(entry["round"], {"round": entry["round"], "round_secs": None,
-                                                  "replies": 0, "failures": 0})  # fmt: skip
-            rnd["metrics"] = {**rnd.get("metrics", {}), **entry["metrics"]}
-            rnd["at"] = entry["at"]
-        return [out[k] for k in sorted(out)]
+        keys = ("round", "at", "metrics", "round_secs", "replies", "failures")
+        rows = self._read(lambda s: [r.as_dict() for r in s.list_rounds(run_id)]) or []
+        return [{k: row[k] for k in keys} for row in rows]
 
     def nodes(self) -> list[dict[str, Any]]:
         """See :meth:`StatsSource.nodes`."""

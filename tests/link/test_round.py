@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import numpy as np
 import pytest
@@ -159,5 +158,9 @@ def test_report_is_kept_with_the_run() -> None:
     with federation(echo, [{}]) as (link, _), Grid(link.app_endpoint) as grid:
         grid.report(1, {"accuracy": 0.5})
         grid.get_node_ids()  # a round trip: the report was handled before the answer
-        run: Any = next(r for r in link.runs() if r.run_id == grid.run_id)
-        assert run.history[0]["metrics"] == {"accuracy": 0.5}
+        link.sync()  # and its write committed
+        reader = link.store_reader()
+        try:
+            assert [r.metrics for r in reader.list_rounds(grid.run_id)] == [{"accuracy": 0.5}]
+        finally:
+            reader.close()
