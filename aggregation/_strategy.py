@@ -26,7 +26,7 @@ from fedzero.core import (
     MetricRecord,
     RecordDict,
 )
-from fedzero.core._dtypes import is_float_dtype
+from fedzero.core.wire import is_float_dtype
 
 from ._metrics import weighted_metrics_mean
 

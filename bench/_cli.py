@@ -30,7 +30,7 @@ def codec(
     as_json: _JSON = False,
 ) -> None:
     """Encode + decode a model vs safetensors.numpy save + load, in the same run."""
-    from fedzero.bench._codec import print_codec_table, run_codec_bench
+    from ._codec import print_codec_table, run_codec_bench
 
     report = run_codec_bench(megabytes * 1_000_000, runs)
     if as_json:
@@ -59,8 +59,9 @@ def round_(
     """A round on a local link + node processes vs raw zmq for the same bytes, in the same run."""
     import sys
 
-    from fedzero.bench._round import print_round_report, run_round_bench
     from fedzero.core import configure_logging
+
+    from ._round import print_round_report, run_round_bench
 
     configure_logging("warning", stream=sys.stderr)  # stdout is for the report
     report = run_round_bench(
@@ -88,8 +89,9 @@ def aggregate(
     """Aggregation kernels: GB/s of client input vs NumPy and a same-size copy, same run."""
     import sys
 
-    from fedzero.bench._aggregate import aggregate_command
     from fedzero.core import configure_logging
+
+    from ._aggregate import aggregate_command
 
     configure_logging("warning", stream=sys.stderr)  # stdout is for the report
     code = aggregate_command(clients, params, layers, dtype, runs, threads, as_json)

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from fedzero.bench._stats import Summary, machine, time_runs
 from fedzero.core import ArrayRecord, Message, RecordDict, decode, encode
+
+from ._stats import Summary, machine, time_runs
 
 
 def _models(total_bytes: int) -> dict[str, dict[str, np.ndarray[Any, Any]]]:

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedzero.bench._round_procs import Processes, peak_rss_bytes, write_app_project
-from fedzero.bench._round_raw import raw_reference
-from fedzero.bench._stats import Summary, machine
 from fedzero.core import ArrayRecord, Grid, Message, RecordDict
+
+from ._round_procs import Processes, peak_rss_bytes, write_app_project
+from ._round_raw import raw_reference
+from ._stats import Summary, machine
 
 Model = dict[str, npt.NDArray[np.float32]]
 

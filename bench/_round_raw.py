@@ -14,8 +14,8 @@ import time
 
 import zmq
 
-from fedzero.bench._round_procs import Processes
-from fedzero.bench._stats import Summary
+from ._round_procs import Processes
+from ._stats import Summary
 
 _HELLO = b"hello"
 

@@ -1,13 +1,11 @@
 """fedzero.core: the data model, the wire codec, errors and logging setup."""
 
-from fedzero.core._apps import ClientApp, ServerApp
-from fedzero.core._array_record import ArrayRecord, NDArray
-from fedzero.core._bundle import BundleError
-from fedzero.core._client_helpers import clip_update, proximal_term
-from fedzero.core._codec import PROTOCOL_VERSION, Buffer, decode, encode
-from fedzero.core._context import Context
-from fedzero.core._dtypes import BFLOAT16, SUPPORTED_DTYPES
-from fedzero.core._errors import (
+from ._apps import ClientApp, ServerApp
+from ._array_record import ArrayRecord, NDArray
+from ._client_helpers import clip_update, proximal_term
+from ._context import Context, UserConfig
+from ._dtypes import BFLOAT16, SUPPORTED_DTYPES
+from ._errors import (
     AuthenticationError,
     ClosedError,
     ConfigurationError,
@@ -21,13 +19,13 @@ from fedzero.core._errors import (
     UnknownNodeError,
     UnknownRunError,
 )
-from fedzero.core._grid import Grid, run_server_app
-from fedzero.core._limits import DecodeLimits
-from fedzero.core._logging import configure_logging
-from fedzero.core._message import DEFAULT_TTL, SERVER_NODE_ID, Error, Message, Metadata
-from fedzero.core._records import ConfigRecord, MetricRecord, RecordDict
-from fedzero.core._round_result import RoundResult
-from fedzero.core._security import CurveKeys, generate_keys
+from ._grid import Grid, run_server_app
+from ._message import DEFAULT_TTL, SERVER_NODE_ID, Error, Message, Metadata
+from ._records import ConfigRecord, MetricRecord, RecordDict
+from ._round_result import RoundResult
+from .bundles import BundleError
+from .runtime import CurveKeys, configure_logging, generate_keys
+from .wire import PROTOCOL_VERSION, Buffer, DecodeLimits, decode, encode
 
 __all__ = [
     "BFLOAT16",
@@ -64,6 +62,7 @@ __all__ = [
     "ServerApp",
     "UnknownNodeError",
     "UnknownRunError",
+    "UserConfig",
     "clip_update",
     "configure_logging",
     "decode",

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
-from fedzero.core._context import Context
-from fedzero.core._message import Message, validate_message_type
+from ._context import Context
+from ._message import Message, validate_message_type
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fedzero.core._grid import Grid
+    from ._grid import Grid
 
 Handler: TypeAlias = Callable[[Message, Context], Message]
 MainFunction: TypeAlias = Callable[["Grid", Context], object]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from fedzero.core._dtypes import BFLOAT16, safetensors_name
+from ._dtypes import BFLOAT16, safetensors_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

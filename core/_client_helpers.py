@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from fedzero.core._array_record import ArrayRecord
-from fedzero.core._dtypes import is_float_dtype
+from ._array_record import ArrayRecord
+from ._dtypes import is_float_dtype
 
 
 def clip_update(new: ArrayRecord, reference: ArrayRecord, clipping_norm: float) -> ArrayRecord:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeAlias
 
-from fedzero.core._records import RecordDict
+from ._records import RecordDict
 
 Scalar: TypeAlias = int | float | bool | str | bytes
 UserConfig: TypeAlias = dict[str, Scalar]

@@ -17,20 +17,19 @@ from typing import Any, Final, overload
 import structlog
 import zmq
 
-from fedzero.core._codec import decode, encode_content, metadata_json
-from fedzero.core._context import Context, UserConfig
-from fedzero.core._errors import (
+from ._context import Context, UserConfig
+from ._errors import (
     ClosedError,
     ConnectionBrokenError,
     DeserializationError,
     FedzeroTimeoutError,
     ProtocolError,
 )
-from fedzero.core._message import SERVER_NODE_ID, Message, new_message_id
-from fedzero.core._protocol import control, parse_envelope
-from fedzero.core._records import MetricRecord, RecordDict
-from fedzero.core._round_result import RoundResult
-from fedzero.core._security import CurveKeys, apply_client_curve
+from ._message import SERVER_NODE_ID, Message, new_message_id
+from ._records import MetricRecord, RecordDict
+from ._round_result import RoundResult
+from .runtime import CurveKeys, apply_client_curve
+from .wire import control, decode, encode_content, metadata_json, parse_envelope
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Final
 
-from fedzero.core._records import RecordDict
+from ._records import RecordDict
 
 DEFAULT_TTL: Final = 43_200.0
 """Default time-to-live of a message in seconds (12 hours, as in Flower)."""

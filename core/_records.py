@@ -12,7 +12,7 @@ from typing import Any, TypeAlias, cast
 
 import numpy as np
 
-from fedzero.core._array_record import ArrayRecord
+from ._array_record import ArrayRecord
 
 MetricValue: TypeAlias = int | float | list[int] | list[float]
 ConfigScalar: TypeAlias = int | float | bool | str | bytes

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from fedzero.core._array_record import ArrayRecord
-from fedzero.core._message import Error, Message
-from fedzero.core._records import ConfigRecord, MetricRecord
+from ._array_record import ArrayRecord
+from ._message import Error, Message
+from ._records import ConfigRecord, MetricRecord
 
 
 @dataclasses.dataclass(slots=True)

@@ -1,5 +1,5 @@
 """``python -m fedzero.link``: the fedzero-link daemon."""
 
-from fedzero.link._cli import run
+from ._cli import run
 
 run()

@@ -9,10 +9,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fedzero.core import ConfigurationError, configure_logging
-from fedzero.core._settings import default_state_dir, load_config, render_config
-from fedzero.core._systemd import Notifier
-from fedzero.link._config import LinkConfig
-from fedzero.link._link import Link
+from fedzero.core.runtime import Notifier, default_state_dir, load_config, render_config
+
+from ._config import LinkConfig
+from ._link import Link
 
 app = typer.Typer(add_completion=False, help="Run the fedzero link, the hub of a federation.")
 

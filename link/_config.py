@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Literal
 
 from fedzero.core import ConfigurationError
+from fedzero.core.runtime import (
+    DEFAULT_APP_ADDRESS,
+    DEFAULT_CONTROL_ADDRESS,
+    DEFAULT_FLEET_ADDRESS,
+    DEFAULT_HTTP_ADDRESS,
+)
 
-DEFAULT_APP_ADDRESS = "tcp://127.0.0.1:9091"
-DEFAULT_FLEET_ADDRESS = "tcp://127.0.0.1:9092"
-DEFAULT_CONTROL_ADDRESS = "tcp://127.0.0.1:9093"
-DEFAULT_HTTP_ADDRESS = "127.0.0.1:9095"
 _MB = 2**20
 
 

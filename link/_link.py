@@ -2,7 +2,7 @@
 
 One thread owns the fleet ROUTER (nodes), the app ROUTER (ServerApps) and a
 wake-up socket, and never blocks on anything but ``zmq.poll``; the
-:class:`~fedzero.link._router.Router` it drives holds all state.
+:class:`~fedzero.link.routing._router.Router` it drives holds all state.
 """
 
 from __future__ import annotations
@@ -19,20 +19,22 @@ import structlog
 import zmq
 
 from fedzero.core import ConfigurationError, configure_logging
-from fedzero.core._security import CurveKeys, apply_server_curve
-from fedzero.core._settings import load_config
-from fedzero.core._systemd import Notifier
-from fedzero.link._config import LinkConfig
-from fedzero.link._control import Control
-from fedzero.link._endpoints import bind_router, check_public_bind, is_loopback
-from fedzero.link._exec import ExecService
-from fedzero.link._memory_store import InMemoryStore
-from fedzero.link._rounds import FoldWorker
-from fedzero.link._router import Router
-from fedzero.link._sqlite_store import SqliteStore
-from fedzero.link._state import Run
-from fedzero.link._store import LinkStore, StoreReader
-from fedzero.link._store_writer import StoreWriter
+from fedzero.core.runtime import (
+    CurveKeys,
+    Notifier,
+    apply_server_curve,
+    bind_router,
+    check_public_bind,
+    is_loopback,
+    load_config,
+)
+
+from ._config import LinkConfig
+from ._state import Run
+from .exec import Control, ExecService
+from .rounds import FoldWorker
+from .routing import Router
+from .store import InMemoryStore, LinkStore, SqliteStore, StoreReader, StoreWriter
 
 log = structlog.get_logger(__name__)
 
@@ -199,14 +201,13 @@ class Link:
         if cfg.state_dir is not None:
             self._exec = ExecService(cfg.state_dir, self.app_endpoint, self._store,
                                      self._ctx, self._wake_address)  # fmt: skip
-        router.exec = self._exec
+            router.read_bundle = self._exec.read_bundle
         self._control = Control(control_sock, router, self._exec, self._store.reader())
         return router
 
     def _start_http(self) -> None:
         """Serve the statistics API, /metrics and the dashboard (its own threads)."""
-        from fedzero.link._http import StatsServer, parse_http_address
-        from fedzero.link._stats_source import LinkStatsSource
+        from .http import LinkStatsSource, StatsServer, parse_http_address
 
         if not self.config.http_address:
             return

@@ -1,5 +1,11 @@
 """fedzero.node: the node agent that runs ClientApps next to the data."""
 
-from fedzero.node._agent import NodeAgent
+from ._agent import NodeAgent
+from ._config import NodeConfig
+from ._tasks import handle_message
 
-__all__ = ["NodeAgent"]
+__all__ = [
+    "NodeAgent",
+    "NodeConfig",
+    "handle_message",
+]

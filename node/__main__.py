@@ -1,5 +1,5 @@
 """``python -m fedzero.node``: the fedzero-node daemon."""
 
-from fedzero.node._cli import run
+from ._cli import run
 
 run()

@@ -13,7 +13,6 @@ import random
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -29,17 +28,17 @@ from fedzero.core import (
     Error,
     ErrorCode,
     Message,
+    UserConfig,
     decode,
     encode,
 )
-from fedzero.core._bundle import BundleError
-from fedzero.core._bundle_cache import BundlePolicy
-from fedzero.core._context import UserConfig
-from fedzero.core._protocol import control, parse_envelope
-from fedzero.core._security import CurveKeys, apply_client_curve
-from fedzero.core._systemd import Notifier
-from fedzero.node._bundles import BundleFetcher
-from fedzero.node._runner import Outgoing, ProcessRunner, Runner, ThreadRunner
+from fedzero.core.bundles import BundleError, BundlePolicy
+from fedzero.core.runtime import CurveKeys, Notifier, apply_client_curve
+from fedzero.core.wire import control, parse_envelope
+
+from ._bundles import BundleFetcher
+from ._runner import Outgoing, ProcessRunner, Runner, ThreadRunner
+from ._tasks import handle_message
 
 log = structlog.get_logger(__name__)
 
@@ -492,23 +491,3 @@ class NodeAgent:
                 self._send(control("credit_request", reply_to=reply.reply_to, nbytes=reply.nbytes))
             elif not self._send(reply.frames):
                 log.warning("reply_not_sent", reply_to=reply.reply_to)
-
-
-def handle_message(app: ClientApp, msg: Message, ctx: Context) -> Message:
-    """Call the ClientApp; turn every failure into an error reply."""
-    meta = msg.metadata
-    if app.handler_for(meta.message_type) is None:
-        reason = f"no handler for {meta.message_type!r}; the app handles {app.message_types}"
-        return msg.create_error_reply(Error(ErrorCode.UNSUPPORTED, reason))
-    try:
-        return app(msg, ctx)
-    except Exception as exc:  # the app's failure must not take the node down
-        log.error(
-            "client_app_raised",
-            run_id=meta.run_id,
-            message_type=meta.message_type,
-            error=repr(exc),
-            traceback=traceback.format_exc(),
-        )
-        reason = f"{type(exc).__name__}: {exc}"
-        return msg.create_error_reply(Error(ErrorCode.CLIENT_APP_RAISED, reason[:2000]))

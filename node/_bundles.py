@@ -15,8 +15,7 @@ from typing import Any
 
 import structlog
 
-from fedzero.core._bundle import BundleError
-from fedzero.core._bundle_cache import BundleCache, BundlePolicy
+from fedzero.core.bundles import BundleCache, BundleError, BundlePolicy
 
 log = structlog.get_logger(__name__)
 

@@ -9,13 +9,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fedzero.core import ConfigurationError, CurveKeys, configure_logging
-from fedzero.core._bundle import BundleError
-from fedzero.core._bundle_cache import BundlePolicy
-from fedzero.core._loader import load_client_app, read_app_spec
-from fedzero.core._settings import load_config, render_config
-from fedzero.core._systemd import Notifier
-from fedzero.node._agent import NodeAgent
-from fedzero.node._config import NodeConfig
+from fedzero.core.bundles import BundleError, BundlePolicy, load_client_app, read_app_spec
+from fedzero.core.runtime import Notifier, load_config, render_config
+
+from ._agent import NodeAgent
+from ._config import NodeConfig
 
 app = typer.Typer(add_completion=False, help="Run a fedzero node next to the data.")
 

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from fedzero.core import ConfigurationError
-
-DEFAULT_LINK = "tcp://127.0.0.1:9092"
+from fedzero.core.runtime import DEFAULT_FLEET_ADDRESS
 
 
 @dataclasses.dataclass(slots=True)
@@ -32,7 +31,7 @@ class NodeConfig:
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
     """
 
-    link: str = DEFAULT_LINK
+    link: str = DEFAULT_FLEET_ADDRESS
     app: Path | None = None
     isolation: Literal["process", "thread"] = "process"
     allowed_bundles: Path | None = None

@@ -7,7 +7,7 @@ Both runners are driven by the agent's IO thread and hand back replies as
   (serial within a run, concurrent across runs). For embedded nodes and the
   Python API: no extra process, no start-up cost.
 - :class:`ProcessRunner` runs each run's ClientApp in a worker process that
-  lives as long as the run (:mod:`fedzero.node._pool`); tensors cross over
+  lives as long as the run (:mod:`fedzero.node.workers._pool`); tensors cross over
   ``ipc://`` with zero-copy frames. A crash fails only the task it was running,
   and the next task gets a fresh worker. The app folder is per run, so each run
   can bring its own app (bundles).
@@ -27,8 +27,9 @@ import structlog
 import zmq
 
 from fedzero.core import ClientApp, Context, Message, encode
-from fedzero.core._codec import frames_nbytes
-from fedzero.node._pool import WorkerPool
+from fedzero.core.wire import frames_nbytes
+
+from .workers import WorkerPool
 
 log = structlog.get_logger(__name__)
 

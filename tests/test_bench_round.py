@@ -15,8 +15,8 @@ def test_round_bench_json() -> None:
     out = subprocess.run(
         [
             sys.executable,
-            "-c",
-            "from fedzero.bench._cli import main; main()",
+            "-m",
+            "fedzero.bench",
             "round",
             "--nodes",
             "2",

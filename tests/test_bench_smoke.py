@@ -14,8 +14,8 @@ def test_codec_bench_json() -> None:
     out = subprocess.run(
         [
             sys.executable,
-            "-c",
-            "from fedzero.bench._cli import main; main()",
+            "-m",
+            "fedzero.bench",
             "codec",
             "--megabytes",
             "1",

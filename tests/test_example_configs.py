@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedzero.core._settings import load_config
-from fedzero.link._config import LinkConfig
-from fedzero.node._config import NodeConfig
+from fedzero.core.runtime import load_config
+from fedzero.link import LinkConfig
+from fedzero.node import NodeConfig
 
 SYSTEMD = Path(__file__).parent.parent / "examples" / "systemd"
 

@@ -13,7 +13,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def _local(app: str, nodes: int, *config: str) -> str:
-    args = [sys.executable, "-c", "from fedzero.link._user_cli import run; run()", "local",
+    args = [sys.executable, "-m", "fedzero.core.cli", "local",
             str(EXAMPLES / app), "--nodes", str(nodes)]  # fmt: skip
     for item in config:
         args += ["--run-config", item]

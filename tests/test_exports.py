@@ -43,6 +43,7 @@ CORE = {
     "ServerApp",
     "UnknownNodeError",
     "UnknownRunError",
+    "UserConfig",
     "clip_update",
     "configure_logging",
     "decode",
@@ -70,5 +71,5 @@ def test_link_node_bench_surfaces_are_pinned() -> None:
     import fedzero.node
 
     assert set(fedzero.link.__all__) == {"Link", "LinkConfig"}
-    assert set(fedzero.node.__all__) == {"NodeAgent"}
-    assert fedzero.bench.__all__ == []
+    assert set(fedzero.node.__all__) == {"NodeAgent", "NodeConfig", "handle_message"}
+    assert set(fedzero.bench.__all__) == {"aggregate_command", "main", "run_aggregate_bench"}

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fedzero.core._settings import load_config
-from fedzero.link._config import LinkConfig
-from fedzero.node._config import NodeConfig
+from fedzero.core.runtime import load_config
+from fedzero.link import LinkConfig
+from fedzero.node import NodeConfig
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fedzero.bench._aggregate import aggregate_command, run_aggregate_bench
+from fedzero.bench import aggregate_command, run_aggregate_bench
 
 
 def test_bench_report_has_every_kernel() -> None:

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from fedzero.core import ClientApp, Context, Message, MetricRecord, RecordDict
-from fedzero.core._loader import parse_config_items
+from fedzero.core.bundles import parse_config_items
 
 
 def _app() -> ClientApp:

@@ -22,17 +22,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedzero.core import ConfigurationError
-from fedzero.core._bundle import (
+from fedzero.core.bundles import (
     DEFAULT_EXCLUDES,
     MANIFEST_NAME,
     Bundle,
+    BundleCache,
     BundleError,
+    BundlePolicy,
     build_bundle,
     canonical_json,
     extract_bundle,
     open_bundle,
 )
-from fedzero.core._bundle_cache import BundleCache, BundlePolicy
 
 pytestmark = pytest.mark.timeout(30)
 

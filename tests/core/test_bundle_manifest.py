@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fedzero.core import BundleError
-from fedzero.core._bundle import build_bundle, read_manifest
+from fedzero.core.bundles import build_bundle, read_manifest
 
 QUICKSTART = Path(__file__).parent.parent.parent / "examples" / "quickstart"
 

@@ -122,7 +122,7 @@ def test_safetensors_library_file_decodes_zero_copy() -> None:
 
 
 def _header_with_content(content: list[dict[str, Any]]) -> bytes:
-    from fedzero.core._codec import encode_header
+    from fedzero.core.wire import encode_header
 
     return encode_header(_message(RecordDict()).metadata, content)
 

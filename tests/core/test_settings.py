@@ -10,7 +10,7 @@ from typing import Literal
 import pytest
 
 from fedzero.core import ConfigurationError
-from fedzero.core._settings import (
+from fedzero.core.runtime import (
     Origin,
     config_origins,
     default_state_dir,

@@ -11,8 +11,8 @@ import safetensors.torch
 import torch
 
 from fedzero.core import BFLOAT16, ArrayRecord, DeserializationError, RecordDict, UnknownRunError
-from fedzero.core._codec import Buffer, encode_content
-from fedzero.link._checkpoints import (
+from fedzero.core.wire import Buffer, encode_content
+from fedzero.link.rounds import (
     checkpoint_path,
     latest_checkpoint,
     list_checkpoints,

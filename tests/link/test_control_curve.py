@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from fedzero.core import ConfigurationError, CurveKeys, FedzeroTimeoutError, generate_keys
+from fedzero.core.cli import ControlClient
 from fedzero.link import Link
-from fedzero.link._control_client import ControlClient
 from tests.helpers import link_config
 
 pytestmark = pytest.mark.timeout(60)

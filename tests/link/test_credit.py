@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from fedzero.link._credit import CreditRequest, CreditWindow
-from fedzero.link._state import Pending, PendingTable
+from fedzero.link.routing import CreditRequest, CreditWindow, Pending, PendingTable
 
 
 def _req(i: int, run: int = 1, nbytes: int = 10, node: int | None = None) -> CreditRequest:

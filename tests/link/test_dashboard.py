@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from fedzero.link._http import StatsServer
+from fedzero.link.http import StatsServer
 from tests.link.test_http import DictSource, serving
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

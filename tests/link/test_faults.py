@@ -15,9 +15,9 @@ import pytest
 import zmq
 
 from fedzero.core import ErrorCode, Grid, Message, decode, encode
-from fedzero.core._protocol import control
-from fedzero.link._control_client import ControlClient
-from fedzero.link._sqlite_store import SqliteReader
+from fedzero.core.cli import ControlClient
+from fedzero.core.wire import control
+from fedzero.link.store import SqliteReader
 from tests.helpers import model, processes, socket_dir, train_all
 
 pytestmark = pytest.mark.timeout(90)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import zmq
 
-from fedzero.link._rounds import AggregateSpec, FoldWorker
+from fedzero.link.rounds import AggregateSpec, FoldWorker
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -18,8 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from fedzero.core import Grid
-from fedzero.link._http import StatsServer, parse_http_address
-from fedzero.link._stats_source import LinkStatsSource
+from fedzero.link.http import LinkStatsSource, StatsServer, parse_http_address
 from tests.apps.echo.echoapp import client as echo
 from tests.helpers import federation, model, train_all
 

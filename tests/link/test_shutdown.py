@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fedzero.core import ErrorCode, Grid
-from fedzero.link._sqlite_store import SqliteReader
+from fedzero.link.store import SqliteReader
 from tests.helpers import model, processes, socket_dir
 
 pytestmark = pytest.mark.timeout(60)

@@ -18,11 +18,16 @@ from typing import Any
 import pytest
 
 from fedzero.core import ClosedError, FedzeroTimeoutError, UnknownNodeError, UnknownRunError
-from fedzero.link._memory_store import InMemoryStore
-from fedzero.link._sqlite_schema import SCHEMA_VERSION
-from fedzero.link._sqlite_store import SqliteStore
-from fedzero.link._store import LinkStore, RunRow, StoreError, StoreReader
-from fedzero.link._store_writer import StoreWriter
+from fedzero.link.store import (
+    SCHEMA_VERSION,
+    InMemoryStore,
+    LinkStore,
+    RunRow,
+    SqliteStore,
+    StoreError,
+    StoreReader,
+    StoreWriter,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -471,8 +476,8 @@ class TestSqliteStore(StoreContract):
             import sys, threading
             import structlog
             structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-            from fedzero.link._sqlite_store import SqliteStore
-            from fedzero.link._store_writer import StoreWriter
+            from fedzero.link.store import SqliteStore
+            from fedzero.link.store import StoreWriter
             writer = StoreWriter(SqliteStore({str(path)!r}))
             for _ in range(3):
                 run_id = writer.next_run_id()

@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 
 from fedzero.core import ArrayRecord, ConfigurationError, Context, Message, RecordDict
-from fedzero.core._bundle import build_bundle
-from fedzero.core._loader import load_client_app, load_object, read_app_spec
-from fedzero.link._templates import FRAMEWORKS, create_app, package_name
+from fedzero.core.bundles import build_bundle, load_client_app, load_object, read_app_spec
+from fedzero.core.cli import FRAMEWORKS, create_app, package_name
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def _local(app_dir: Path, *config: str) -> str:
-    args = [sys.executable, "-c", "from fedzero.link._user_cli import run; run()", "local",
+    args = [sys.executable, "-m", "fedzero.core.cli", "local",
             str(app_dir), "--nodes", "2"]  # fmt: skip
     for item in config:
         args += ["--run-config", item]

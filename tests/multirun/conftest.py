@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fedzero.link._control_client import ControlClient
+from fedzero.core.cli import ControlClient
 from tests.helpers import Procs, processes, socket_dir
 
 SERVER = """

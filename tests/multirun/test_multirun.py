@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from fedzero.core._bundle import build_bundle
-from fedzero.link._control_client import ControlClient
+from fedzero.core.bundles import build_bundle
+from fedzero.core.cli import ControlClient
 from tests.multirun.conftest import Federation, make_app
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,7 +29,7 @@ def _row(client: ControlClient, run_id: int) -> dict[str, Any]:
 
 
 def _final_w(fed: Federation, run_id: int) -> float:
-    from fedzero.link._sqlite_store import SqliteReader
+    from fedzero.link.store import SqliteReader
 
     store = SqliteReader(fed.tmp / "state" / "link.db")
     try:
@@ -83,7 +83,7 @@ def test_stop_ends_the_run_and_log_follow_streams(tmp_path: Path, federation: Fe
     app = make_app(tmp_path, "slow")
     with federation.client() as client:
         run_id = _submit(client, app, slow=30, **{"num-rounds": 100})
-        cmd = [sys.executable, "-c", "from fedzero.link._user_cli import run; run()", "log",
+        cmd = [sys.executable, "-m", "fedzero.core.cli", "log",
                str(run_id), "--follow", "--link", federation.control]  # fmt: skip
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as follow:
             try:
@@ -130,7 +130,7 @@ def test_allow_list_refuses_unknown_bundles_and_killed_workers_are_replaced(
         refused = _submit(client, other, nodes=5, **{"num-rounds": 1})
         row = _row(client, refused)
     assert row["status"] == "finished"
-    from fedzero.link._sqlite_store import SqliteReader
+    from fedzero.link.store import SqliteReader
 
     store = SqliteReader(federation.tmp / "state" / "link.db")
     try:

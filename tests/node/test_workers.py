@@ -27,9 +27,9 @@ from fedzero.core import (
     decode,
     encode,
 )
-from fedzero.core._loader import load_client_app, read_app_spec
-from fedzero.node._agent import handle_message
-from fedzero.node._pool import WorkerPool, WorkerReply
+from fedzero.core.bundles import load_client_app, read_app_spec
+from fedzero.node import handle_message
+from fedzero.node.workers import WorkerPool, WorkerReply
 from tests.helpers import ECHO_APP
 
 pytestmark = pytest.mark.timeout(60)
@@ -270,7 +270,7 @@ def test_worker_exits_when_the_agent_dies() -> None:
     script = textwrap.dedent(f"""
         import os, sys, time
         from fedzero.core import Context
-        from fedzero.node._pool import WorkerPool
+        from fedzero.node.workers import WorkerPool
         pool = WorkerPool(watchdog_interval=0.1)
         pool.start_run(Context(run_id=1, node_id=1), {str(STATEFUL_APP)!r})
         print("worker-pid", pool.worker_pid(1), flush=True)

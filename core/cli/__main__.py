@@ -1,0 +1,5 @@
+"""``python -m fedzero.core.cli``: the ``fedzero`` command."""
+
+from ._main import run
+
+run()

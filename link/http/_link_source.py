@@ -1,0 +1,139 @@
+"""LinkStatsSource: the statistics web server's view of a running link.
+
+Reads the link's live run snapshot, node ids and counters, and, when the link
+keeps state, its store (node details, timings of aggregated rounds). Every
+method is safe to call from the HTTP server's threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fedzero.core import FedzeroError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .._link import Link
+    from .._state import Run
+    from ..store import RunRow, StoreReader
+
+_T = TypeVar("_T")
+
+
+class LinkStatsSource:
+    """A :class:`StatsSource` on a running :class:`~fedzero.link.Link`.
+
+    Reads the link's live run snapshot (:meth:`Link.runs`), its node ids, its
+    event counters, and, when the link keeps state, its store (node details and
+    the timing of aggregated rounds).
+
+    Args:
+        link: the link to report on (started or not).
+    """
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+        self._started = time.time()
+        self._lock = threading.Lock()
+        self._reader: StoreReader | None = None
+
+    def close(self) -> None:
+        """Close the store reader, if one was opened."""
+        with self._lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def runs(self) -> list[dict[str, Any]]:
+        """See :meth:`StatsSource.runs`."""
+        rows = {r.run_id: r for r in self._read(lambda s: s.list_runs(limit=10_000)) or []}
+        runs = sorted(self._link.runs(), key=lambda r: -r.run_id)
+        return [self._run(r, rows.get(r.run_id)) for r in runs]
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        """See :meth:`StatsSource.run`."""
+        for run in self._link.runs():
+            if run.run_id == run_id:
+                row = self._read(lambda s: s.get_run(run_id))
+                return {**self._run(run, row), "run_config": dict(run.run_config)}
+        return None
+
+    def rounds(self, run_id: int) -> list[dict[str, Any]]:
+        """See :meth:`StatsSource.rounds`."""
+        if not any(r.run_id == run_id for r in self._link.runs()):
+            return []
+        keys = ("round", "at", "metrics", "round_secs", "replies", "failures")
+        rows = self._read(lambda s: [r.as_dict() for r in s.list_rounds(run_id)]) or []
+        return [{k: row[k] for k in keys} for row in rows]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """See :meth:`StatsSource.nodes`."""
+        online = set(self._link.node_ids(online_only=True))
+        rows = {r.node_id: r.as_dict() for r in self._read(lambda s: s.list_nodes()) or []}
+        out = []
+        for node_id in sorted(set(self._link.node_ids(online_only=False)) | set(rows)):
+            row = rows.get(node_id, {})
+            out.append({
+                "node_id": node_id, "online": node_id in online,
+                "last_seen": row.get("last_seen"), "node_config": row.get("node_config", {}),
+                "bytes_in": row.get("bytes_in", 0), "bytes_out": row.get("bytes_out", 0),
+                "public_key": row.get("public_key"),
+            })  # fmt: skip
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """See :meth:`StatsSource.stats`."""
+        counters = dict.copy(self._link.stats)  # atomic: the IO thread counts
+        runs = self._link.runs()
+        by_status: dict[str, int] = {}
+        for run in runs:
+            by_status[str(run.status)] = by_status.get(str(run.status), 0) + 1
+        nodes = self.nodes()
+        return {
+            "uptime_secs": time.time() - self._started,
+            "messages": sum(r.messages_sent for r in runs),
+            "replies": counters.get("replies", 0),
+            "failures": _strip(counters, "failed_"),
+            "replies_dropped": _strip(counters, "reply_dropped_"),
+            "malformed": {
+                "frames": counters.get("malformed", 0),
+                "fleet": counters.get("fleet_malformed", 0),
+                "app": counters.get("app_malformed", 0),
+            },
+            "bytes_in": sum(n["bytes_in"] for n in nodes),
+            "bytes_out": sum(n["bytes_out"] for n in nodes),
+            "credit_high_water": self._link.credit_high_water,
+            "credit_in_flight": self._link.credit_in_flight,
+            "aggregation_secs": counters.get("aggregation_us", 0) / 1e6,
+            "runs_by_status": by_status,
+            "nodes_online": sum(1 for n in nodes if n["online"]),
+            "counters": counters,
+        }
+
+    @staticmethod
+    def _run(run: Run, row: RunRow | None) -> dict[str, Any]:
+        """The live run, with what only the store knows (app, error, bytes) when it has it."""
+        return {
+            "run_id": run.run_id, "status": str(run.status), "app": row.app if row else "",
+            "started_at": run.started_at, "ended_at": run.ended_at,
+            "rounds_done": run.rounds_done, "nodes": len(set(run.nodes)),
+            "messages": run.messages_sent, "replies": run.replies, "failures": run.failures,
+            "error": row.error if row else "", "bytes_in": row.bytes_in if row else 0,
+            "bytes_out": row.bytes_out if row else 0,
+        }  # fmt: skip
+
+    def _read(self, query: Callable[[StoreReader], _T]) -> _T | None:
+        """Run ``query(reader)`` on the link's store; None if the link keeps none (yet)."""
+        with self._lock:
+            try:
+                if self._reader is None:
+                    self._reader = self._link.store_reader()
+                return query(self._reader)
+            except (RuntimeError, FedzeroError):  # not running yet, or closed
+                return None
+
+
+def _strip(counters: Mapping[str, int], prefix: str) -> dict[str, int]:
+    return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}

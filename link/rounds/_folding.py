@@ -1,0 +1,203 @@
+"""The fold worker's per-round numeric state (fold worker thread only).
+
+Float arrays go through a streaming accumulator from fedzero.aggregation;
+other arrays (integer counters such as BatchNorm's ``num_batches_tracked``)
+are averaged in float64 and rounded back, since they are typically tiny.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import structlog
+
+from fedzero.aggregation import (
+    INPUT_DTYPES,
+    Accumulator,
+    KrumAccumulator,
+    MedianAccumulator,
+    TrimmedMeanAccumulator,
+    UpdateRejected,
+    WeightedMeanAccumulator,
+    weighted_metrics_mean,
+)
+from fedzero.aggregation import warmup as _warmup_kernels
+from fedzero.core import ArrayRecord, RecordDict
+from fedzero.core.wire import encode_content
+
+from ._checkpoints import prune_checkpoints, save_checkpoint
+from ._worker import AggregateSpec
+
+log = structlog.get_logger(__name__)
+
+_CHUNK: Final = 1 << 20  # elements per chunk when measuring a delta's norm
+
+Arrays = Mapping[str, np.ndarray]
+
+
+def warmup() -> None:
+    """Compile every kernel before the first round needs it."""
+    _warmup_kernels()
+
+
+def _accumulator(spec: AggregateSpec, expected: int) -> Accumulator:
+    common: dict[str, Any] = {
+        "accumulator_dtype": spec.accumulator or None,
+        "reject_non_finite": spec.reject_non_finite,
+    }
+    if spec.method == "fedavg":
+        return WeightedMeanAccumulator(**common)
+    if spec.method == "trimmed_mean":
+        return TrimmedMeanAccumulator(spec.beta, max(1, expected), **common)
+    if spec.method == "median":
+        return MedianAccumulator(copy=False, **common)
+    keep = 0 if spec.method == "krum" else spec.num_selected
+    return KrumAccumulator(spec.num_malicious, keep, copy=False, **common)
+
+
+def _delta_norm(update: Arrays, reference: Arrays) -> float:
+    total = 0.0
+    for name, ref in reference.items():
+        x, g = update[name].reshape(-1), ref.reshape(-1)
+        for start in range(0, x.size, _CHUNK):
+            d = x[start : start + _CHUNK].astype(np.float64) - g[start : start + _CHUNK]
+            total += float(np.dot(d, d))
+    return float(np.sqrt(total))
+
+
+def _checkpoint(arrays: Arrays, directory: Path, run_id: int, server_round: int, keep: int) -> None:
+    """Save the round's global model as ``.safetensors`` (off the IO thread), then prune."""
+    try:
+        _, frames = encode_content(RecordDict({"arrays": ArrayRecord(dict(arrays))}))
+        save_checkpoint(directory, run_id, server_round, frames)
+        prune_checkpoints(directory, run_id, keep)
+    except (OSError, ValueError) as exc:  # a full disk must not stop training
+        log.error("checkpoint_failed", run_id=run_id, round=server_round, error=str(exc))
+
+
+class RoundState:
+    """Accumulator, side sums and metrics of one round."""
+
+    def __init__(self, spec: AggregateSpec, reference: Arrays, expected: int) -> None:
+        self.spec = spec
+        if spec.clip_norm <= 0:
+            # Only names, shapes and dtypes are needed: do not keep the pushed model
+            # (and so its received frames) alive for the whole round.
+            reference = {k: np.lib.stride_tricks.as_strided(np.zeros(1, v.dtype), v.shape,
+                                                            (0,) * v.ndim)
+                         for k, v in reference.items()}  # fmt: skip
+        self.floats = {k: v for k, v in reference.items() if v.dtype in INPUT_DTYPES}
+        self.others = {k: v for k, v in reference.items() if k not in self.floats}
+        self.acc = _accumulator(spec, expected)
+        self.acc.begin(self.floats)
+        self.other_sums = {k: np.zeros(v.shape, np.float64) for k, v in self.others.items()}
+        self.weight = 0.0
+        self.metrics: list[tuple[dict[str, Any], float]] = []
+
+    def _check_others(self, update: Arrays) -> None:
+        names = set(update)
+        expected = set(self.floats) | set(self.others)
+        if names != expected:
+            missing, extra = sorted(expected - names)[:3], sorted(names - expected)[:3]
+            raise UpdateRejected(f"array names differ: missing {missing}, unexpected {extra}")
+        for name, ref in self.others.items():
+            got = update[name]
+            if got.dtype != ref.dtype or got.shape != ref.shape:
+                have, want = f"{got.dtype}{list(got.shape)}", f"{ref.dtype}{list(ref.shape)}"
+                raise UpdateRejected(f"array {name!r} is {have}, expected {want}")
+
+    def _pairs(self, update: Arrays, weight: float) -> list[tuple[Arrays, float]]:
+        floats = {k: update[k] for k in self.floats}
+        if self.spec.clip_norm <= 0:
+            return [(floats, weight)]
+        # g + f (x - g) = f x + (1 - f) g: clip the delta by folding two weighted terms.
+        factor = min(1.0, self.spec.clip_norm / max(_delta_norm(floats, self.floats), 1e-300))
+        pairs: list[tuple[Arrays, float]] = [(floats, weight * factor)]
+        if factor < 1.0:
+            pairs.append((self.floats, weight * (1.0 - factor)))
+        return pairs
+
+    def fold(self, jobs: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Fold ``("fold", round_id, reply_to, node_id, arrays, weight, metrics)`` jobs."""
+        outcomes: list[tuple[Any, ...]] = []
+        good: list[tuple[tuple[Any, ...], list[tuple[Arrays, float]]]] = []
+        for job in jobs:
+            _, round_id, reply_to, node_id, arrays, weight, _metrics = job
+            try:
+                self._check_others(arrays)
+                good.append((job, self._pairs(arrays, weight)))
+            except UpdateRejected as exc:
+                outcomes.append(("folded", round_id, reply_to, node_id, exc.reason))
+        try:
+            self.acc.fold_many([p for _, pairs in good for p in pairs])
+            accepted = good
+        except UpdateRejected:  # rare: find the bad ones, fold the rest one by one
+            accepted = []
+            for job, pairs in good:
+                try:
+                    self.acc.fold_many(pairs)
+                    accepted.append((job, pairs))
+                except UpdateRejected as exc:
+                    outcomes.append(("folded", job[1], job[2], job[3], exc.reason))
+        for job, _ in accepted:
+            _, round_id, reply_to, node_id, arrays, weight, metrics = job
+            for name, total in self.other_sums.items():
+                total += weight * arrays[name]
+            self.weight += weight
+            self.metrics.append((metrics, weight))
+            outcomes.append(("folded", round_id, reply_to, node_id, None))
+        return outcomes
+
+    def finish(self) -> tuple[dict[str, np.ndarray] | None, dict[str, Any]]:
+        """Return the aggregated arrays (None if nothing was folded) and metrics."""
+        if self.acc.count == 0:
+            return None, {}
+        out = dict(self.acc.finish())
+        for name, total in self.other_sums.items():
+            ref = self.others[name]
+            mean = total / self.weight
+            out[name] = (mean >= 0.5 if ref.dtype == np.bool_ else np.rint(mean)).astype(ref.dtype)
+        ordered = {name: out[name] for name in (*self.floats, *self.others)}
+        try:
+            metrics = weighted_metrics_mean(self.metrics) if self.metrics else {}
+        except (TypeError, ValueError) as exc:  # e.g. lists of different lengths
+            log.warning("metrics_not_averaged", reason=str(exc))
+            metrics = {}
+        return ordered, metrics
+
+    @staticmethod
+    def process(
+        states: dict[str, RoundState], batch: list[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """Run a batch of jobs; return their outcomes for the IO thread."""
+        outcomes: list[tuple[Any, ...]] = []
+        folds: dict[str, list[tuple[Any, ...]]] = {}
+        for job in batch:
+            kind, round_id = job[0], job[1]
+            if kind == "fold":
+                folds.setdefault(round_id, []).append(job)
+            elif kind == "begin":
+                try:
+                    states[round_id] = RoundState(job[2], job[3], job[4])
+                except (TypeError, ValueError) as exc:
+                    outcomes.append(("finished", round_id, None, {}, f"cannot aggregate: {exc}"))
+            elif kind == "finish":
+                state = states.pop(round_id, None)
+                arrays, metrics = state.finish() if state else (None, {})
+                if arrays is not None and job[2] is not None:
+                    _checkpoint(arrays, *job[2])
+                outcomes.append(("finished", round_id, arrays, metrics, None))
+            elif kind == "drop":
+                states.pop(round_id, None)
+        for round_id, jobs in folds.items():
+            state = states.get(round_id)
+            if state is None:
+                outcomes += [
+                    ("folded", round_id, j[2], j[3], "the round cannot aggregate") for j in jobs
+                ]
+            else:
+                outcomes += state.fold(jobs)
+        return outcomes

@@ -1,0 +1,19 @@
+"""Link state: the store Protocol, its writer thread, in-memory and SQLite stores."""
+
+from ._memory import InMemoryStore
+from ._protocol import LinkStore, RunRow, StoreError, StoreReader
+from ._schema import SCHEMA_VERSION
+from ._sqlite import SqliteReader, SqliteStore
+from ._writer import StoreWriter
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "InMemoryStore",
+    "LinkStore",
+    "RunRow",
+    "SqliteReader",
+    "SqliteStore",
+    "StoreError",
+    "StoreReader",
+    "StoreWriter",
+]
