@@ -12,7 +12,7 @@ import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, overload
+from typing import Any, overload
 
 import structlog
 import zmq
@@ -29,13 +29,11 @@ from ._message import SERVER_NODE_ID, Message, new_message_id
 from ._records import MetricRecord, RecordDict
 from ._round_result import RoundResult
 from .runtime import CurveKeys, apply_client_curve
-from .wire import control, decode, encode_content, metadata_json, parse_envelope
+from .wire import PEER_VERSION, control, decode, encode_content, metadata_json, parse_envelope
 
 log = structlog.get_logger(__name__)
 
 Listener = Callable[[dict[str, Any]], None]
-
-VERSION: Final = "fedzero/1"
 
 
 class Grid:
@@ -87,11 +85,8 @@ class Grid:
             if curve is not None:
                 apply_client_curve(self._sock, curve)
             self._sock.connect(link)
-            self._send(
-                control(
-                    "app_hello", run_id=run_id, run_config=dict(run_config or {}), version=VERSION
-                )
-            )
+            config = dict(run_config or {})
+            self._send(control("app_hello", run_id=run_id, run_config=config, version=PEER_VERSION))
             if not self._wait(lambda: self._run_id is not None, connect_timeout):
                 raise FedzeroTimeoutError(
                     f"link at {link} did not answer within {connect_timeout}s"

@@ -29,7 +29,7 @@ ConfigValue: TypeAlias = (
     | list[bytes]
 )
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # the int range MetricRecord/ConfigRecord values take
 
 
 def _number(value: object, where: str) -> int | float:

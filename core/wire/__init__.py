@@ -17,11 +17,12 @@ from ._codec import (
 )
 from ._json import loads_strict
 from ._limits import DecodeLimits
-from ._protocol import control, parse_envelope
+from ._protocol import PEER_VERSION, control, parse_envelope
 from ._safetensors import parse_payload
 
 __all__ = [
     "MAX_ID",
+    "PEER_VERSION",
     "PROTOCOL_VERSION",
     "Buffer",
     "DecodeLimits",

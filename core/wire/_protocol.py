@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from .._errors import DeserializationError
+from .._message import MAX_ID
 from ._codec import PROTOCOL_VERSION, as_memoryview, decode_header
 from ._limits import DecodeLimits
 
@@ -66,7 +67,8 @@ KINDS: Final[dict[str, dict[str, str]]] = {
     "node_list": {"nodes": "list"},
 }
 
-_MAX_INT: Final = 2**63 - 1
+PEER_VERSION: Final = "fedzero/1"
+"""What a node's ``hello`` and a ServerApp's ``app_hello`` send as ``version``."""
 
 
 def _check(kind: str, name: str, spec: str, value: Any) -> None:
@@ -75,7 +77,7 @@ def _check(kind: str, name: str, spec: str, value: Any) -> None:
     if optional and value is None:
         return
     ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_INT,
+        "int": isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID,
         "num": isinstance(value, int | float) and not isinstance(value, bool),
         "str": isinstance(value, str),
         "dict": isinstance(value, dict),
