@@ -1,0 +1,1 @@
+"""__NAME__: federated linear regression with fedzero and NumPy."""
