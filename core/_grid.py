@@ -79,8 +79,10 @@ class Grid:
         self._run_id: int | None = None
         self._run_config: UserConfig = {}
         self._closed = False
-        self._last_heard = time.monotonic()
-        self._next_ping = self._last_heard + heartbeat_interval
+        # Silence is measured from the link's first word: until then only
+        # connect_timeout bounds the wait (a link still starting is not silent).
+        self._last_heard: float | None = None
+        self._next_ping = time.monotonic() + heartbeat_interval
         try:
             if curve is not None:
                 apply_client_curve(self._sock, curve)
@@ -365,7 +367,7 @@ class Grid:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return False
-            if now - self._last_heard > self._timeout:
+            if self._last_heard is not None and now - self._last_heard > self._timeout:
                 raise ConnectionBrokenError(
                     f"link at {self._address} silent for {now - self._last_heard:.1f}s"
                 )

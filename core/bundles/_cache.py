@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .._errors import ConfigurationError
-from ._bundle import (
+from ._format import (
     _CHUNK,
     _HEX64,
     DEFAULT_MAX_BYTES,
@@ -23,8 +23,8 @@ from ._bundle import (
     BundleError,
     _check_hash,
     _parse_manifest,
-    extract_bundle,
 )
+from ._verify import extract_bundle
 
 
 class BundleCache:
