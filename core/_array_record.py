@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from ._dtypes import BFLOAT16, safetensors_name
+from ._mapping import ValidatingMapping
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -81,7 +82,7 @@ def as_record_array(value: object, name: str) -> NDArray:
     return arr
 
 
-class ArrayRecord(MutableMapping[str, NDArray]):
+class ArrayRecord(ValidatingMapping[NDArray]):
     """An ordered mapping of names to arrays: a model's parameters, an update.
 
     Build it from a mapping of names to arrays or torch tensors (a
@@ -99,13 +100,14 @@ class ArrayRecord(MutableMapping[str, NDArray]):
             name is not a ``str``.
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ()
+    _KEYS = "names"
 
     def __init__(
         self,
         arrays: Mapping[str, Any] | Sequence[Any] | torch.nn.Module | None = None,
     ) -> None:
-        self._data: dict[str, NDArray] = {}
+        super().__init__()
         if arrays is None:
             return
         torch = _torch_module()
@@ -133,22 +135,8 @@ class ArrayRecord(MutableMapping[str, NDArray]):
         """Build a record from a torch ``state_dict`` without copying CPU tensors."""
         return cls(state_dict)
 
-    def __getitem__(self, key: str) -> NDArray:
-        return self._data[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
-            raise TypeError(f"ArrayRecord names must be str, got {type(key).__name__}")
-        self._data[key] = as_record_array(value, key)
-
-    def __delitem__(self, key: str) -> None:
-        del self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
+    def _validate(self, key: str, value: Any) -> NDArray:
+        return as_record_array(value, key)
 
     def __eq__(self, other: object) -> bool:
         """Equal when names, order, dtypes, shapes and bytes are identical.
@@ -160,8 +148,6 @@ class ArrayRecord(MutableMapping[str, NDArray]):
         if list(self._data) != list(other._data):
             return False
         return all(_bitwise_equal(a, other._data[k]) for k, a in self._data.items())
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         items = ", ".join(f"{k!r}: {a.dtype}{list(a.shape)}" for k, a in self._data.items())

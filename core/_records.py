@@ -7,12 +7,13 @@ accepted and stored as Python numbers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any, TypeAlias, cast
 
 import numpy as np
 
 from ._array_record import ArrayRecord
+from ._mapping import ValidatingMapping
 
 MetricValue: TypeAlias = int | float | list[int] | list[float]
 ConfigScalar: TypeAlias = int | float | bool | str | bytes
@@ -68,13 +69,13 @@ def _homogeneous(items: list[Any], where: str) -> None:
         raise TypeError(f"{where}: list elements must all have one type, got {names}")
 
 
-class _TypedRecord(MutableMapping[str, Any]):
+class _TypedRecord(ValidatingMapping[Any]):
     """A str-keyed dict that validates each value on insertion."""
 
-    __slots__ = ("_data",)
+    __slots__ = ()
 
     def __init__(self, items: Mapping[str, Any] | None = None) -> None:
-        self._data: dict[str, Any] = {}
+        super().__init__()
         if items is not None:
             if not isinstance(items, Mapping):
                 raise TypeError(
@@ -83,37 +84,12 @@ class _TypedRecord(MutableMapping[str, Any]):
             for key, value in items.items():
                 self[key] = value
 
-    def _normalize(self, key: str, value: object) -> Any:
-        raise NotImplementedError
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
-            raise TypeError(f"{type(self).__name__} keys must be str, got {type(key).__name__}")
-        self._data[key] = self._normalize(key, value)
-
-    def __delitem__(self, key: str) -> None:
-        del self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
     def __eq__(self, other: object) -> bool:
         if isinstance(other, _TypedRecord):
             return type(self) is type(other) and self._data == other._data
         if isinstance(other, Mapping):
             return self._data == dict(other)
         return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._data!r})"
 
 
 class MetricRecord(_TypedRecord):
@@ -126,7 +102,7 @@ class MetricRecord(_TypedRecord):
 
     __slots__ = ()
 
-    def _normalize(self, key: str, value: object) -> MetricValue:
+    def _validate(self, key: str, value: object) -> MetricValue:
         where = f"MetricRecord[{key!r}]"
         if isinstance(value, list | tuple | np.ndarray):
             items = [_number(v, where) for v in value]
@@ -145,7 +121,7 @@ class ConfigRecord(_TypedRecord):
 
     __slots__ = ()
 
-    def _normalize(self, key: str, value: object) -> ConfigValue:
+    def _validate(self, key: str, value: object) -> ConfigValue:
         where = f"ConfigRecord[{key!r}]"
         if isinstance(value, list | tuple):
             items = [_config_scalar(v, where) for v in value]
@@ -157,7 +133,7 @@ class ConfigRecord(_TypedRecord):
 Record: TypeAlias = ArrayRecord | MetricRecord | ConfigRecord
 
 
-class RecordDict(MutableMapping[str, Record]):
+class RecordDict(ValidatingMapping[Record]):
     """Named records: the content of a :class:`fedzero.core.Message`.
 
     Args:
@@ -165,35 +141,21 @@ class RecordDict(MutableMapping[str, Record]):
             or ConfigRecord.
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ()
 
     def __init__(self, records: Mapping[str, Record] | None = None) -> None:
-        self._data: dict[str, Record] = {}
+        super().__init__()
         if records is not None:
             for key, value in records.items():
                 self[key] = value
 
-    def __getitem__(self, key: str) -> Record:
-        return self._data[key]
-
-    def __setitem__(self, key: str, value: Record) -> None:
-        if not isinstance(key, str):
-            raise TypeError(f"RecordDict keys must be str, got {type(key).__name__}")
+    def _validate(self, key: str, value: object) -> Record:
         if not isinstance(value, ArrayRecord | MetricRecord | ConfigRecord):
             raise TypeError(
                 f"RecordDict[{key!r}]: expected ArrayRecord, MetricRecord or ConfigRecord, "
                 f"got {type(value).__name__}"
             )
-        self._data[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
+        return value
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RecordDict):
@@ -201,11 +163,6 @@ class RecordDict(MutableMapping[str, Record]):
         return list(self._data) == list(other._data) and all(
             v == other._data[k] for k, v in self._data.items()
         )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"RecordDict({self._data!r})"
 
     @property
     def array_records(self) -> dict[str, ArrayRecord]:
