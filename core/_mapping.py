@@ -29,7 +29,8 @@ class ValidatingMapping(MutableMapping[str, V]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
-            raise TypeError(f"{type(self).__name__} {self._KEYS} must be str, got {type(key).__name__}")
+            kind = type(self).__name__
+            raise TypeError(f"{kind} {self._KEYS} must be str, got {type(key).__name__}")
         self._data[key] = self._validate(key, value)
 
     def __delitem__(self, key: str) -> None:
