@@ -243,8 +243,13 @@ class Grid:
             self._replies.pop(round_id), spec.get("arrays_key", "arrays")
         )
         meta = groups[0][0].metadata
-        self._emit(event="aggregated", message_type=meta.message_type, group_id=meta.group_id,
-                   replies=result.replies, failures=len(result.failures))  # fmt: skip
+        self._emit(
+            event="aggregated",
+            message_type=meta.message_type,
+            group_id=meta.group_id,
+            replies=result.replies,
+            failures=len(result.failures),
+        )
         return result
 
     def receive(self, message_ids: Iterable[str], *, timeout: float | None = None) -> list[Message]:

@@ -28,9 +28,12 @@ def link_config(**overrides: Any) -> LinkConfig:
     ports, so tests neither collide with each other nor with a running link), no
     stats server, short heartbeats, no kernel warm-up."""
     options: dict[str, Any] = {
-        "fleet_address": "tcp://127.0.0.1:0", "app_address": "tcp://127.0.0.1:0",
-        "control_address": "tcp://127.0.0.1:0", "http_address": "", **FAST,
-    }  # fmt: skip
+        "fleet_address": "tcp://127.0.0.1:0",
+        "app_address": "tcp://127.0.0.1:0",
+        "control_address": "tcp://127.0.0.1:0",
+        "http_address": "",
+        **FAST,
+    }
     return LinkConfig(**{**options, **overrides})
 
 
@@ -49,25 +52,39 @@ class Procs:
 
     def spawn(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         self.items.append(proc)
         return proc
 
     def link(self, tmp: Path, name: str = "link", *extra: str) -> subprocess.Popen[bytes]:
-        return self.spawn(["-m", "fedzero.link", "--fleet-address", f"ipc://{tmp}/fleet",
-                           "--app-address", f"ipc://{tmp}/app", "--state-dir", str(tmp / "state"),
-                           "--control-address", f"ipc://{tmp}/control", "--http-address", "",
-                           "--heartbeat-interval", "0.2",
-                           "--heartbeat-timeout", "1.0", "--no-warmup", "--log-level", "info", *extra],
-                          tmp / f"{name}.log")  # fmt: skip
+        flags = {
+            "--fleet-address": f"ipc://{tmp}/fleet",
+            "--app-address": f"ipc://{tmp}/app",
+            "--control-address": f"ipc://{tmp}/control",
+            "--state-dir": str(tmp / "state"),
+            "--http-address": "",
+            "--heartbeat-interval": "0.2",
+            "--heartbeat-timeout": "1.0",
+            "--log-level": "info",
+        }
+        args = ["-m", "fedzero.link", *_flat(flags), "--no-warmup", *extra]
+        return self.spawn(args, tmp / f"{name}.log")
 
     def node(
         self, tmp: Path, name: str, node_config: str, app: Path = ECHO_APP
     ) -> subprocess.Popen[bytes]:
-        return self.spawn(["-m", "fedzero.node", "--app", str(app), "--link", f"ipc://{tmp}/fleet",
-                           "--node-config", node_config, "--log-level", "info"],
-                          tmp / f"{name}.log")  # fmt: skip
+        flags = {
+            "--app": str(app),
+            "--link": f"ipc://{tmp}/fleet",
+            "--node-config": node_config,
+            "--log-level": "info",
+        }
+        return self.spawn(["-m", "fedzero.node", *_flat(flags)], tmp / f"{name}.log")
 
     def stop_all(self) -> None:
         for proc in self.items:
@@ -116,3 +133,8 @@ def model(n: int = 8, dtype: Any = np.float32) -> RecordDict:
 def train_all(grid: Grid, node_ids: list[int], content: RecordDict, **kw: Any) -> list[Message]:
     msgs = [grid.create_message(content, "train", n, group_id="1") for n in node_ids]
     return grid.send_and_receive(msgs, **kw)
+
+
+def _flat(flags: dict[str, str]) -> list[str]:
+    """``{"--a": "1", "--b": "2"}`` as command-line arguments."""
+    return [item for pair in flags.items() for item in pair]

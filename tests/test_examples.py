@@ -13,8 +13,15 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def _local(app: str, nodes: int, *config: str) -> str:
-    args = [sys.executable, "-m", "fedzero.core.cli", "local",
-            str(EXAMPLES / app), "--nodes", str(nodes)]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "fedzero.core.cli",
+        "local",
+        str(EXAMPLES / app),
+        "--nodes",
+        str(nodes),
+    ]
     for item in config:
         args += ["--run-config", item]
     done = subprocess.run(args, capture_output=True, text=True, timeout=150, check=False)

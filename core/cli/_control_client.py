@@ -27,8 +27,7 @@ from typing import Any
 
 import zmq
 
-from fedzero.core import ConfigurationError, CurveKeys, FedzeroTimeoutError, ProtocolError
-
+from .. import ConfigurationError, CurveKeys, FedzeroTimeoutError, ProtocolError
 from ..runtime import DEFAULT_CONTROL_ADDRESS, apply_client_curve
 from ..wire import control, parse_envelope
 

@@ -21,8 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedzero.core import Context, Grid
-
+from .. import Context, Grid
 from .._context import UserConfig
 from ..bundles import load_server_app, read_app_spec
 
@@ -105,10 +104,16 @@ def run_local(
     with tempfile.TemporaryDirectory(prefix="fedzero-local-") as tmp, _processes() as procs:
         fleet, app_ep = f"ipc://{tmp}/fleet", f"ipc://{tmp}/app"
         logs = Path(tmp)
-        link_args = ["--fleet-address", fleet, "--app-address", app_ep, "--no-warmup",
-                     "--state-dir", str(logs / "state"), "--http-address", "",
-                     "--control-address", f"ipc://{tmp}/control",
-                     "--heartbeat-interval", "0.5", "--heartbeat-timeout", "3"]  # fmt: skip
+        link_flags = {
+            "--fleet-address": fleet,
+            "--app-address": app_ep,
+            "--control-address": f"ipc://{tmp}/control",
+            "--state-dir": str(logs / "state"),
+            "--http-address": "",
+            "--heartbeat-interval": "0.5",
+            "--heartbeat-timeout": "3",
+        }
+        link_args = [*(item for pair in link_flags.items() for item in pair), "--no-warmup"]
         _spawn(procs, "fedzero.link", link_args, logs / "link.log")
         for i in range(num_nodes):
             partition = f"partition-id={i},num-partitions={num_nodes}"

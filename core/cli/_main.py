@@ -13,8 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fedzero.core import ConfigurationError, FedzeroError, generate_keys
-
+from .. import ConfigurationError, FedzeroError, generate_keys
 from ._control_client import ControlClient, resolve_connection
 
 app = typer.Typer(
@@ -32,8 +31,7 @@ def local(
     ] = None,
 ) -> None:
     """Start a link and N nodes on this machine, run the app once, stop them all."""
-    from fedzero.core import configure_logging
-
+    from .. import configure_logging
     from ..bundles import parse_config_items
     from ._local import run_local
 
@@ -98,9 +96,12 @@ def run_app(
         raise typer.Exit(2) from None
     with _client(link, federation) as client:
         try:
-            _, header = client.request("submit_run", bundle.data,
-                                       app={"name": bundle.name, "hash": bundle.hash},
-                                       run_config=overrides)  # fmt: skip
+            _, header = client.request(
+                "submit_run",
+                bundle.data,
+                app={"name": bundle.name, "hash": bundle.hash},
+                run_config=overrides,
+            )
         except FedzeroError as exc:
             _fail(exc)
         run_id = int(header["run_id"])
@@ -136,10 +137,16 @@ def list_runs(link: _LINK = None, federation: _FED = None, as_json: _JSON = Fals
     table = Table("run", "status", "app", "started", "secs", "rounds", "nodes", "error")
     for r in runs:
         ended = r.get("ended_at") or r.get("now") or time.time()
-        table.add_row(str(r["run_id"]), _status(r["status"]), escape(str(r.get("app") or "-")),
-                      _when(r["started_at"]), f"{ended - r['started_at']:.1f}",
-                      str(r.get("rounds_done", 0)), str(len(r.get("nodes") or [])),
-                      escape((r.get("error") or "")[:80]))  # fmt: skip
+        table.add_row(
+            str(r["run_id"]),
+            _status(r["status"]),
+            escape(str(r.get("app") or "-")),
+            _when(r["started_at"]),
+            f"{ended - r['started_at']:.1f}",
+            str(r.get("rounds_done", 0)),
+            str(len(r.get("nodes") or [])),
+            escape((r.get("error") or "")[:80]),
+        )
     Console().print(table)
 
 
@@ -202,9 +209,14 @@ def list_nodes(link: _LINK = None, federation: _FED = None, as_json: _JSON = Fal
     table = Table("node", "online", "last seen", "config", "MB in", "MB out")
     for n in nodes:
         mb_in, mb_out = (n.get("bytes_in") or 0) / 1e6, (n.get("bytes_out") or 0) / 1e6
-        table.add_row(str(n["node_id"]), "yes" if n.get("online") else "no",
-                      _when(n.get("last_seen")), escape(json.dumps(n.get("node_config", {}))),
-                      f"{mb_in:.1f}", f"{mb_out:.1f}")  # fmt: skip
+        table.add_row(
+            str(n["node_id"]),
+            "yes" if n.get("online") else "no",
+            _when(n.get("last_seen")),
+            escape(json.dumps(n.get("node_config", {}))),
+            f"{mb_in:.1f}",
+            f"{mb_out:.1f}",
+        )
     Console().print(table)
 
 

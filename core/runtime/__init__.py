@@ -1,5 +1,6 @@
 """Daemon runtime: settings, systemd notify, logging setup, CURVE keys, endpoints."""
 
+from ._daemon_cli import DaemonCli, DaemonConfig
 from ._defaults import (
     DEFAULT_APP_ADDRESS,
     DEFAULT_CONTROL_ADDRESS,
@@ -9,14 +10,8 @@ from ._defaults import (
 from ._endpoints import bind_router, check_public_bind, is_loopback, is_loopback_host
 from ._logging import configure_logging
 from ._security import CurveKeys, apply_client_curve, apply_server_curve, generate_keys
-from ._settings import (
-    Origin,
-    config_origins,
-    default_state_dir,
-    env_var_name,
-    load_config,
-    render_config,
-)
+from ._settings import config_origins, default_state_dir, load_config, render_config
+from ._settings_sources import Origin, env_var_name
 from ._settings_types import scalar_from_text
 from ._systemd import Notifier, watchdog_interval
 from ._zmq import WakePipe, drain, zmq_errors
@@ -27,6 +22,8 @@ __all__ = [
     "DEFAULT_FLEET_ADDRESS",
     "DEFAULT_HTTP_ADDRESS",
     "CurveKeys",
+    "DaemonCli",
+    "DaemonConfig",
     "Notifier",
     "Origin",
     "WakePipe",

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import structlog
 import zmq
 
-from fedzero.core import ConfigurationError
+from .._errors import ConfigurationError
 
 log = structlog.get_logger(__name__)
 

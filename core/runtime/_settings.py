@@ -31,16 +31,21 @@ environment or, as ``""``, in the file) sets an ``X | None`` field to None.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import threading
-import tomllib
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from .._errors import ConfigurationError
+from ._settings_sources import (
+    Origin,
+    env_var_name,
+    read_env,
+    read_file,
+    read_overrides,
+)
 from ._settings_types import (
     _convert,
     _field_types,
@@ -50,30 +55,6 @@ from ._settings_types import (
 )
 
 T = TypeVar("T")
-SourceKind = Literal["default", "file", "env", "flag", "code"]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Origin:
-    """Where one setting's value came from.
-
-    Attributes:
-        kind: ``"default"``, ``"file"``, ``"env"``, ``"flag"``, or ``"code"``
-            (the instance was not built by :func:`load_config` and the value
-            differs from the default).
-        where: the file path, environment variable or flag; empty otherwise.
-    """
-
-    kind: SourceKind
-    where: str = ""
-
-    def __str__(self) -> str:
-        """``"default"``, or ``"from <where>"`` (as used in error messages)."""
-        return f"from {self.where}" if self.where else self.kind
-
-    def describe(self) -> str:
-        """``"default"``, ``"file /etc/fedzero/link.toml"``, ``"env FEDZERO_..."``..."""
-        return f"{self.kind} {self.where}" if self.where else self.kind
 
 
 _DEFAULT = Origin("default")
@@ -81,17 +62,6 @@ _CODE = Origin("code")
 _ORIGINS_LOCK = threading.Lock()
 _ORIGINS: OrderedDict[int, tuple[object, dict[str, Origin]]] = OrderedDict()
 _ORIGINS_KEPT = 32
-
-
-def env_var_name(section: str, name: str, prefix: str = "FEDZERO") -> str:
-    """The environment variable for a setting: ``FEDZERO_LINK_HEARTBEAT_TIMEOUT``.
-
-    Args:
-        section: ``"link"`` or ``"node"``.
-        name: the field name (``-`` or ``_``).
-        prefix: the variable prefix.
-    """
-    return f"{prefix}_{section}_{name}".replace("-", "_").upper()
 
 
 def load_config(
@@ -135,34 +105,12 @@ def load_config(
             supported (a programming error, not a user's).
     """
     types_ = _field_types(cls)
-    values: dict[str, tuple[object, Origin, bool]] = {}  # name -> (raw, origin, is_text)
-    if config_file is not None:
-        for name, (raw, origin) in _read_file(Path(config_file), section, types_).items():
-            values[name] = (raw, origin, False)
     env = os.environ if environ is None else environ
-    for name, (raw, origin) in _read_env(env, section, types_, env_prefix).items():
-        values[name] = (raw, origin, True)
-    for key, raw in (overrides or {}).items():
-        if raw is None:
-            continue
-        name = key.replace("-", "_")
-        origin = Origin("flag", "--" + name.replace("_", "-"))
-        if name not in types_:
-            raise ConfigurationError(
-                f"{section}: unknown setting {key!r} ({origin}){_hint(name, types_)}"
-            )
-        values[name] = (raw, origin, isinstance(raw, str))
-
-    kwargs: dict[str, object] = {}
-    origins = dict.fromkeys(types_, _DEFAULT)
-    for name, (raw, origin, is_text) in values.items():
-        try:
-            kwargs[name] = _convert(raw, types_[name], text=is_text)
-        except _MismatchError as bad:
-            raise ConfigurationError(
-                f"{section}.{name}: {bad.expected}, got {bad.got!r} ({origin})"
-            ) from None
-        origins[name] = origin
+    values = read_file(Path(config_file), section, types_) if config_file is not None else {}
+    values.update(read_env(env, section, types_, env_prefix))
+    values.update(read_overrides(overrides or {}, section, types_))
+    kwargs = _converted(values, section, types_)
+    origins = dict.fromkeys(types_, _DEFAULT) | {name: o for name, (_, o) in values.items()}
     _check_required(cls, section, kwargs, env_prefix)
     instance = cls(**kwargs)
     _validate(instance, section, origins)
@@ -253,89 +201,20 @@ def default_state_dir(
     return home / ".local" / "share" / app
 
 
-# --- sources -------------------------------------------------------------------------------
-
-
-def _read_file(
-    path: Path, section: str, types_: Mapping[str, Any]
-) -> dict[str, tuple[object, Origin]]:
-    """The ``[section]`` table of a TOML file, keyed by field name."""
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigurationError(f"config file {path}: not found") from None
-    except OSError as exc:
-        raise ConfigurationError(f"config file {path}: cannot read it: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"config file {path}: invalid TOML: {exc}") from None
-    origin = Origin("file", str(path))
-    for key, value in data.items():
-        if key != section and not isinstance(value, dict):
+def _converted(
+    values: Mapping[str, tuple[object, Origin]], section: str, types_: Mapping[str, Any]
+) -> dict[str, object]:
+    """Each value converted to its field's type; a ConfigurationError names key and source."""
+    kwargs: dict[str, object] = {}
+    for name, (raw, origin) in values.items():
+        try:
+            text = origin.kind != "file" and isinstance(raw, str)  # env and flags: as typed
+            kwargs[name] = _convert(raw, types_[name], text=text)
+        except _MismatchError as bad:
             raise ConfigurationError(
-                f"config file {path}: key {key!r} is outside the [{section}] table"
-            )
-    if data and section not in data:
-        raise ConfigurationError(f"config file {path}: no [{section}] table")
-    table = data.get(section, {})
-    if not isinstance(table, dict):
-        raise ConfigurationError(f"config file {path}: {section!r} must be a table [{section}]")
-    out: dict[str, tuple[object, Origin]] = {}
-    spelled: dict[str, str] = {}
-    for key, value in table.items():
-        name = key.replace("-", "_")
-        if name not in types_:
-            raise ConfigurationError(
-                f"config file {path}: unknown key {key!r} in [{section}]"
-                f"{_hint(name, types_, dashes=True)}"
-            )
-        if name in spelled:
-            raise ConfigurationError(
-                f"config file {path}: [{section}] sets {name!r} twice "
-                f"(as {spelled[name]!r} and {key!r})"
-            )
-        spelled[name] = key
-        out[name] = (value, origin)
-    return out
-
-
-def _read_env(
-    env: Mapping[str, str], section: str, types_: Mapping[str, Any], prefix: str
-) -> dict[str, tuple[object, Origin]]:
-    """Every ``PREFIX_SECTION_*`` variable, keyed by field name."""
-    head = env_var_name(section, "", prefix)
-    out: dict[str, tuple[object, Origin]] = {}
-    for var in sorted(env):
-        if not var.startswith(head):
-            continue
-        name = var[len(head) :].lower()
-        origin = Origin("env", var)
-        if name not in types_:
-            raise ConfigurationError(
-                f"{section}: unknown setting {name!r} ({origin})"
-                f"{_hint(name, types_, var=(section, prefix))}"
-            )
-        out[name] = (env[var], origin)
-    return out
-
-
-def _hint(
-    name: str,
-    types_: Mapping[str, Any],
-    *,
-    dashes: bool = False,
-    var: tuple[str, str] | None = None,
-) -> str:
-    """``"; did you mean ...?"`` for a misspelt key, or nothing."""
-    close = difflib.get_close_matches(name, list(types_), n=1)
-    if not close:
-        return ""
-    best = close[0]
-    if var is not None:
-        best = env_var_name(var[0], best, var[1])
-    elif dashes:
-        best = best.replace("_", "-")
-    return f"; did you mean {best!r}?"
+                f"{section}.{name}: {bad.expected}, got {bad.got!r} ({origin})"
+            ) from None
+    return kwargs
 
 
 def _check_required(
@@ -387,6 +266,3 @@ def _default_of(field: dataclasses.Field[Any]) -> object:
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
     return dataclasses.MISSING
-
-
-# --- types and conversion ------------------------------------------------------------------

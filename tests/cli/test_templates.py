@@ -18,8 +18,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _local(app_dir: Path, *config: str) -> str:
-    args = [sys.executable, "-m", "fedzero.core.cli", "local",
-            str(app_dir), "--nodes", "2"]  # fmt: skip
+    args = [sys.executable, "-m", "fedzero.core.cli", "local", str(app_dir), "--nodes", "2"]
     for item in config:
         args += ["--run-config", item]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)

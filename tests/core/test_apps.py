@@ -40,7 +40,11 @@ def test_unknown_type_and_duplicate_handler_are_errors() -> None:
 
 def test_run_config_items_are_typed_like_toml() -> None:
     assert parse_config_items(["num-rounds=3,lr=0.5", "name=x", 'quoted="y z"', "on=true"]) == {
-        "num-rounds": 3, "lr": 0.5, "name": "x", "quoted": "y z", "on": True,
-    }  # fmt: skip
+        "num-rounds": 3,
+        "lr": 0.5,
+        "name": "x",
+        "quoted": "y z",
+        "on": True,
+    }
     with pytest.raises(ValueError, match="not key=value"):
         parse_config_items(["oops"])

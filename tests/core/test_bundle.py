@@ -118,14 +118,21 @@ def test_archive_layout(tmp_path: Path) -> None:
         "name": "demo-app",
         "files": [
             {"path": "demo/__init__.py", "size": 0, "sha256": hashlib.sha256(b"").hexdigest()},
-            {"path": "demo/server.py", "size": 8, "sha256": hashlib.sha256(b"app = 1\n").hexdigest()},
-            {"path": "pyproject.toml", "size": len(PYPROJECT.format(extra="")),
-             "sha256": hashlib.sha256(PYPROJECT.format(extra="").encode()).hexdigest()},
+            {
+                "path": "demo/server.py",
+                "size": 8,
+                "sha256": hashlib.sha256(b"app = 1\n").hexdigest(),
+            },
+            {
+                "path": "pyproject.toml",
+                "size": len(PYPROJECT.format(extra="")),
+                "sha256": hashlib.sha256(PYPROJECT.format(extra="").encode()).hexdigest(),
+            },
         ],
         "serverapp": "demo.server:app",
         "clientapp": "demo.client:app",
         "config": {"num-rounds": 3, "lr": 0.5, "tag": "x"},
-    }  # fmt: skip
+    }
     assert (bundle.name, bundle.serverapp, bundle.clientapp) == (
         "demo-app",
         "demo.server:app",
@@ -143,10 +150,18 @@ def test_write_names_the_file_by_name_and_hash(tmp_path: Path) -> None:
 
 def test_default_excludes(tmp_path: Path) -> None:
     junk = [
-        ".git/config", ".venv/bin/python", ".env", "demo/.hidden", "__pycache__/x.cpython-311.pyc",
-        "demo/__pycache__/server.cpython-311.pyc", "demo/old.pyc", "demo.egg-info/PKG-INFO",
-        "old-1234.fzb", "build/lib/demo.py", "dist/demo.whl",
-    ]  # fmt: skip
+        ".git/config",
+        ".venv/bin/python",
+        ".env",
+        "demo/.hidden",
+        "__pycache__/x.cpython-311.pyc",
+        "demo/__pycache__/server.cpython-311.pyc",
+        "demo/old.pyc",
+        "demo.egg-info/PKG-INFO",
+        "old-1234.fzb",
+        "build/lib/demo.py",
+        "dist/demo.whl",
+    ]
     keep = ["demo/__init__.py", "demo/build/step.py", "demo/dist.py", "data/train.csv"]
     app = make_app(tmp_path, dict.fromkeys(junk + keep, b"x"))
     (app / ".venv" / "lib64").symlink_to("lib")  # symlinks in excluded folders are fine
@@ -379,19 +394,34 @@ def _wrong_hash() -> tuple[bytes, str]:
 
 def _tampered_content() -> tuple[bytes, str]:
     manifest = _manifest(FILES)
-    data = _zip([(MANIFEST_NAME, canonical_json(manifest)),
-                 ("evil/__init__.py", b""), ("pyproject.toml", b"[evil---]\n")])  # fmt: skip
+    data = _zip(
+        [
+            (MANIFEST_NAME, canonical_json(manifest)),
+            ("evil/__init__.py", b""),
+            ("pyproject.toml", b"[evil---]\n"),
+        ]
+    )
     return data, _hash_of(data)
 
 
 def _extra_entry() -> tuple[bytes, str]:
-    data = _zip([(MANIFEST_NAME, canonical_json(_manifest(FILES))), *sorted(FILES.items()),
-                 ("zzz.py", b"import os")])  # fmt: skip
+    data = _zip(
+        [
+            (MANIFEST_NAME, canonical_json(_manifest(FILES))),
+            *sorted(FILES.items()),
+            ("zzz.py", b"import os"),
+        ]
+    )
     return data, _hash_of(data)
 
 
 def _missing_entry() -> tuple[bytes, str]:
-    data = _zip([(MANIFEST_NAME, canonical_json(_manifest(FILES))), ("pyproject.toml", FILES["pyproject.toml"])])  # fmt: skip
+    data = _zip(
+        [
+            (MANIFEST_NAME, canonical_json(_manifest(FILES))),
+            ("pyproject.toml", FILES["pyproject.toml"]),
+        ]
+    )
     return data, _hash_of(data)
 
 
@@ -407,8 +437,9 @@ def _entry_named(name: str) -> Callable[[], tuple[bytes, str]]:
     def make() -> tuple[bytes, str]:
         files = {**FILES, name: b"pwned"}
         manifest = _manifest(FILES)
-        manifest["files"].append({"path": name, "size": 5,
-                                  "sha256": hashlib.sha256(b"pwned").hexdigest()})  # fmt: skip
+        manifest["files"].append(
+            {"path": name, "size": 5, "sha256": hashlib.sha256(b"pwned").hexdigest()}
+        )
         manifest["files"].sort(key=lambda f: f["path"])
         data = _archive(files, canonical_json(manifest))
         return data, _hash_of(data)
@@ -418,8 +449,13 @@ def _entry_named(name: str) -> Callable[[], tuple[bytes, str]]:
 
 def _unlisted_entry_named(name: str) -> Callable[[], tuple[bytes, str]]:
     def make() -> tuple[bytes, str]:
-        data = _zip([(MANIFEST_NAME, canonical_json(_manifest(FILES))), *sorted(FILES.items()),
-                     (name, b"pwned")])  # fmt: skip
+        data = _zip(
+            [
+                (MANIFEST_NAME, canonical_json(_manifest(FILES))),
+                *sorted(FILES.items()),
+                (name, b"pwned"),
+            ]
+        )
         return data, _hash_of(data)
 
     return make
@@ -427,15 +463,21 @@ def _unlisted_entry_named(name: str) -> Callable[[], tuple[bytes, str]]:
 
 def _symlink() -> tuple[bytes, str]:
     files = {**FILES, "evil/link": b"/etc/passwd"}
-    data = _zip([(MANIFEST_NAME, canonical_json(_manifest(files))),
-                 ("evil/__init__.py", b""), (_symlink_entry("evil/link"), b"/etc/passwd"),
-                 ("pyproject.toml", FILES["pyproject.toml"])])  # fmt: skip
+    data = _zip(
+        [
+            (MANIFEST_NAME, canonical_json(_manifest(files))),
+            ("evil/__init__.py", b""),
+            (_symlink_entry("evil/link"), b"/etc/passwd"),
+            ("pyproject.toml", FILES["pyproject.toml"]),
+        ]
+    )
     return data, _hash_of(data)
 
 
 def _directory_entry() -> tuple[bytes, str]:
-    data = _zip([(MANIFEST_NAME, canonical_json(_manifest(FILES))), ("evil/", b""),
-                 *sorted(FILES.items())])  # fmt: skip
+    data = _zip(
+        [(MANIFEST_NAME, canonical_json(_manifest(FILES))), ("evil/", b""), *sorted(FILES.items())]
+    )
     return data, _hash_of(data)
 
 
@@ -443,8 +485,14 @@ def _bomb_declared_small() -> tuple[bytes, str]:
     """The manifest and the zip headers say 10 bytes; the entry inflates to 4 MiB."""
     bomb = b"\0" * (4 * 2**20)
     manifest = _manifest({**FILES, "evil/bomb.bin": bomb[:10]})
-    data = _zip([(MANIFEST_NAME, canonical_json(manifest)), ("evil/__init__.py", b""),
-                 ("evil/bomb.bin", bomb), ("pyproject.toml", FILES["pyproject.toml"])])  # fmt: skip
+    data = _zip(
+        [
+            (MANIFEST_NAME, canonical_json(manifest)),
+            ("evil/__init__.py", b""),
+            ("evil/bomb.bin", bomb),
+            ("pyproject.toml", FILES["pyproject.toml"]),
+        ]
+    )
     data = _lie_about_size(data, "evil/bomb.bin", 10)
     return data, _hash_of(data)
 

@@ -193,9 +193,7 @@ def test_watchdog_interval_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_a_daemon_process_notifies(systemd: FakeSystemd) -> None:
     """What systemd sees: a datagram from the service's main process."""
-    code = (
-        "from fedzero.core.runtime._systemd import Notifier; Notifier.from_env().ready('serving')"
-    )
+    code = "from fedzero.core.runtime import Notifier; Notifier.from_env().ready('serving')"
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
     try:
         data, pid = systemd.recv_with_pid()
