@@ -10,7 +10,7 @@ import safetensors.numpy
 
 from fedzero.core import ArrayRecord, Message, RecordDict, decode, encode
 
-from ._stats import Summary, machine, time_runs
+from ._stats import BenchError, Summary, machine, time_runs
 
 
 def _models(total_bytes: int) -> dict[str, dict[str, np.ndarray[Any, Any]]]:
@@ -45,7 +45,7 @@ def run_codec_bench(total_bytes: int = 100_000_000, runs: int = 9) -> dict[str, 
         got = _round_trip(msg)
         for key, arr in arrays.items():  # correctness before speed
             if not np.array_equal(got.content.array_records["arrays"][key], arr):
-                raise RuntimeError(f"round trip changed {key}")
+                raise BenchError(f"round trip changed {key}")
         ours = time_runs(functools.partial(_round_trip, msg), runs)
         ref = time_runs(functools.partial(_safetensors_round_trip, arrays), runs)
         results.append(_entry(name, total_bytes, ours, ref))

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedzero.core import ArrayRecord, Grid, Message, RecordDict
+from fedzero.core import ArrayRecord, FedzeroTimeoutError, Grid, Message, RecordDict
 
 from ._round_procs import Processes, peak_rss_bytes, write_app_project
 from ._round_raw import raw_reference
-from ._stats import Summary, machine
+from ._stats import BenchError, Summary, machine
 
 Model = dict[str, npt.NDArray[np.float32]]
 
@@ -78,8 +78,8 @@ def run_round_bench(
         A JSON-ready report (times in seconds, sizes in bytes).
 
     Raises:
-        RuntimeError: a process died, or a reply was missing or wrong.
-        TimeoutError: something did not happen within its deadline.
+        BenchError: a process died, or a reply was missing or wrong.
+        FedzeroTimeoutError: something did not happen within its deadline.
     """
     if nodes < 1 or rounds < 1:
         raise ValueError(f"need nodes >= 1 and rounds >= 1, got {nodes} and {rounds}")
@@ -219,7 +219,7 @@ def _federated_rounds(
             )
     except Exception as exc:
         procs.check_alive()  # a dead process is the better explanation
-        raise RuntimeError(f"{exc}\n--- link log:\n{procs.log_tail('link')}") from exc
+        raise BenchError(f"{exc}\n--- link log:\n{procs.log_tail('link')}") from exc
     return {"round_s": Summary.of(samples), "startup_s": startup, "link_warmup_s": warm_up}
 
 
@@ -228,7 +228,7 @@ def _wait_for_nodes(grid: Grid, procs: Processes, nodes: int, deadline: float) -
     while True:
         left = deadline - time.perf_counter()
         if left <= 0:
-            raise TimeoutError(f"{nodes} nodes did not come online in time")
+            raise FedzeroTimeoutError(f"{nodes} nodes did not come online in time")
         # The link answers as soon as enough nodes are online.
         ids = grid.get_node_ids(min_nodes=nodes, timeout=min(1.0, left))
         if len(ids) >= nodes:
@@ -250,7 +250,7 @@ def _wait_link_warm(grid: Grid, node_ids: list[int], timeout: float) -> None:
     )
     arrays = result.arrays
     if result.replies != len(node_ids) or arrays is None or not np.array_equal(arrays["w"], [1]):
-        raise RuntimeError(f"warm-up round: wrong link-aggregated result {result}")
+        raise BenchError(f"warm-up round: wrong link-aggregated result {result}")
 
 
 def _timed_rounds(
@@ -281,7 +281,7 @@ def _timed_rounds(
         elapsed = time.perf_counter() - start
         if len(replies) < len(messages):
             procs.check_alive()
-            raise TimeoutError(
+            raise FedzeroTimeoutError(
                 f"round {rnd}: {len(replies)} of {len(messages)} replies within {timeout:.0f}s"
             )
         _check_replies(replies, node_ids, expected, rnd)
@@ -294,28 +294,26 @@ def _timed_rounds(
 def _check_aggregate(result: Any, count: int, expected: Model, rnd: int) -> None:
     """Raise unless the link aggregated every reply into sent + 1."""
     if result.replies != count or result.arrays is None:
-        raise RuntimeError(
-            f"round {rnd}: aggregated {result.replies} of {count}: {result.failures}"
-        )
+        raise BenchError(f"round {rnd}: aggregated {result.replies} of {count}: {result.failures}")
     for name, want in expected.items():
         if not np.allclose(result.arrays[name], want, rtol=1e-6):
-            raise RuntimeError(f"round {rnd}: aggregated {name!r} is wrong")
+            raise BenchError(f"round {rnd}: aggregated {name!r} is wrong")
 
 
 def _check_replies(replies: list[Message], node_ids: list[int], expected: Model, rnd: int) -> None:
     """Raise unless every node replied with exactly the sent arrays + 1."""
     if sorted(r.metadata.src_node_id for r in replies) != sorted(node_ids):
-        raise RuntimeError(f"round {rnd}: replies did not come from the sampled nodes")
+        raise BenchError(f"round {rnd}: replies did not come from the sampled nodes")
     for reply in replies:
         node = reply.metadata.src_node_id
         if reply.has_error():
-            raise RuntimeError(f"round {rnd}: node {node} failed: {reply.error}")
+            raise BenchError(f"round {rnd}: node {node} failed: {reply.error}")
         record = reply.content.array_records.get(_RECORD)
         if record is None or list(record) != list(expected):
-            raise RuntimeError(f"round {rnd}: node {node} replied without the model's arrays")
+            raise BenchError(f"round {rnd}: node {node} replied without the model's arrays")
         for name, want in expected.items():
             if not np.array_equal(record[name], want):
-                raise RuntimeError(f"round {rnd}: node {node} replied a wrong {name!r}")
+                raise BenchError(f"round {rnd}: node {node} replied a wrong {name!r}")
 
 
 def print_round_report(report: dict[str, Any]) -> None:

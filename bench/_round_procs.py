@@ -14,53 +14,29 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-APP_PACKAGE: Final = "fedzero_bench_round_app"
+from ._stats import BenchError
 
-_APP_PYPROJECT: Final = f"""\
+_APP_PYPROJECT: Final = """\
 [project]
 name = "fedzero-bench-round-app"
 version = "1.0.0"
 description = "fedzero-bench round: a ClientApp that returns the received arrays + 1"
 
 [tool.fedzero.app]
-serverapp = "{APP_PACKAGE}.app:server"
-clientapp = "{APP_PACKAGE}.app:app"
+serverapp = "fedzero.bench._round_app:server"
+clientapp = "fedzero.bench._round_app:app"
 """
-
-_APP_MODULE: Final = '''\
-"""fedzero-bench round: the ClientApp replies with every received array + 1."""
-
-from fedzero.core import ArrayRecord, ClientApp, Context, Grid, Message, RecordDict, ServerApp
-
-app = ClientApp()
-server = ServerApp()
-
-
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    """Reply with new arrays (the received ones are read-only views of the frames)."""
-    replies = {
-        name: ArrayRecord({key: arr + 1 for key, arr in record.items()})
-        for name, record in msg.content.array_records.items()
-    }
-    return msg.create_reply(RecordDict(replies))
-
-
-@server.main()
-def main(grid: Grid, context: Context) -> None:
-    """Unused: ``fedzero-bench round`` drives the rounds from its own process."""
-    raise RuntimeError("fedzero-bench round drives the rounds itself")
-'''
 
 
 def write_app_project(root: Path) -> Path:
-    """Write the benchmark's app project under ``root``; return its folder."""
+    """Write the benchmark's app project under ``root``; return its folder.
+
+    The project is only its ``pyproject.toml``: the apps themselves live in
+    :mod:`fedzero.bench._round_app`, which every node can import.
+    """
     project = root / "round-app"
-    package = project / APP_PACKAGE
-    package.mkdir(parents=True)
+    project.mkdir(parents=True)
     (project / "pyproject.toml").write_text(_APP_PYPROJECT, encoding="utf-8")
-    (package / "__init__.py").write_text("", encoding="utf-8")
-    (package / "app.py").write_text(_APP_MODULE, encoding="utf-8")
     return project
 
 
@@ -73,14 +49,14 @@ def peak_rss_bytes(pid: int) -> int:
     try:
         status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
     except OSError as exc:
-        raise RuntimeError(f"cannot read /proc/{pid}/status: {exc}") from exc
+        raise BenchError(f"cannot read /proc/{pid}/status: {exc}") from exc
     for line in status.splitlines():
         if line.startswith("VmHWM:"):
             value, unit = line.split()[1:3]
             if unit != "kB":
-                raise RuntimeError(f"/proc/{pid}/status: unexpected VmHWM unit {unit!r}")
+                raise BenchError(f"/proc/{pid}/status: unexpected VmHWM unit {unit!r}")
             return int(value) * 1024
-    raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
+    raise BenchError(f"/proc/{pid}/status has no VmHWM line")
 
 
 class Processes:
@@ -139,7 +115,7 @@ class Processes:
         for name, proc in self._procs.items():
             code = proc.poll()
             if code is not None:
-                raise RuntimeError(f"{name} exited with code {code}:\n{self.log_tail(name)}")
+                raise BenchError(f"{name} exited with code {code}:\n{self.log_tail(name)}")
 
     def log_tail(self, name: str, lines: int = 20) -> str:
         """Return the last ``lines`` lines of a process's log."""

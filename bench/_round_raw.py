@@ -14,8 +14,10 @@ import time
 
 import zmq
 
+from fedzero.core import FedzeroTimeoutError
+
 from ._round_procs import Processes
-from ._stats import Summary
+from ._stats import BenchError, Summary
 
 _HELLO = b"hello"
 
@@ -81,7 +83,7 @@ def _wait_hellos(
     while len(ids) < peers:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError(f"only {len(ids)} of {peers} raw zmq peers connected")
+            raise FedzeroTimeoutError(f"only {len(ids)} of {peers} raw zmq peers connected")
         if router.poll(min(1000, max(1, int(left * 1000)))):
             rid, hello = router.recv_multipart()
             if hello == _HELLO:
@@ -99,10 +101,10 @@ def _receive_replies(
     while waiting:
         left = deadline - time.monotonic()
         if left <= 0 or not router.poll(max(1, int(left * 1000))):
-            raise TimeoutError(f"{len(waiting)} raw zmq peers did not answer in {timeout}s")
+            raise FedzeroTimeoutError(f"{len(waiting)} raw zmq peers did not answer in {timeout}s")
         rid, reply = router.recv_multipart(copy=False)
         if len(reply) != nbytes:
-            raise RuntimeError(f"raw zmq peer replied {len(reply)} bytes, expected {nbytes}")
+            raise BenchError(f"raw zmq peer replied {len(reply)} bytes, expected {nbytes}")
         waiting.discard(rid.bytes)
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from fedzero.core import FedzeroError
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Summary:
@@ -57,3 +59,7 @@ def machine() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
     }
+
+
+class BenchError(FedzeroError):
+    """A benchmark could not measure: a process died, or a result was wrong."""

@@ -6,7 +6,6 @@ from ._client_helpers import clip_update, proximal_term
 from ._context import Context, UserConfig
 from ._dtypes import BFLOAT16, SUPPORTED_DTYPES
 from ._errors import (
-    AuthenticationError,
     ClosedError,
     ConfigurationError,
     ConnectionBrokenError,
@@ -14,7 +13,6 @@ from ._errors import (
     ErrorCode,
     FedzeroError,
     FedzeroTimeoutError,
-    MessageExpiredError,
     ProtocolError,
     UnknownNodeError,
     UnknownRunError,
@@ -34,7 +32,6 @@ __all__ = [
     "SERVER_NODE_ID",
     "SUPPORTED_DTYPES",
     "ArrayRecord",
-    "AuthenticationError",
     "Buffer",
     "BundleError",
     "ClientApp",
@@ -52,7 +49,6 @@ __all__ = [
     "FedzeroTimeoutError",
     "Grid",
     "Message",
-    "MessageExpiredError",
     "Metadata",
     "MetricRecord",
     "NDArray",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
 from ._context import Context
+from ._errors import ConfigurationError
 from ._message import Message, validate_message_type
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -120,8 +121,10 @@ class ServerApp:
         """Run the main function.
 
         Raises:
-            RuntimeError: no main function was registered.
+            ConfigurationError: no main function was registered.
         """
         if self._main is None:
-            raise RuntimeError("this ServerApp has no main function; decorate one with @app.main()")
+            raise ConfigurationError(
+                "this ServerApp has no main function; decorate one with @app.main()"
+            )
         self._main(grid, context)

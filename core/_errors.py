@@ -43,14 +43,6 @@ class FedzeroTimeoutError(FedzeroError, TimeoutError):
     """An operation did not complete within its deadline."""
 
 
-class MessageExpiredError(FedzeroError):
-    """A message outlived its TTL before it could be delivered or answered."""
-
-
-class AuthenticationError(FedzeroError):
-    """A peer failed authentication (unknown CURVE key, wrong credentials)."""
-
-
 class UnknownRunError(FedzeroError, LookupError):
     """A run id does not name a known run."""
 

@@ -10,7 +10,6 @@ import fedzero.core
 
 CORE = {
     "ArrayRecord",
-    "AuthenticationError",
     "BFLOAT16",
     "Buffer",
     "BundleError",
@@ -30,7 +29,6 @@ CORE = {
     "FedzeroTimeoutError",
     "Grid",
     "Message",
-    "MessageExpiredError",
     "Metadata",
     "MetricRecord",
     "NDArray",
