@@ -21,6 +21,13 @@ from fedzero.core.runtime import (
 )
 
 _MB = 2**20
+_POSITIVE = (
+    "heartbeat_interval",
+    "heartbeat_timeout",
+    "max_message_mb",
+    "max_concurrent_uploads",
+    "max_upload_mb",
+)
 
 
 @dataclasses.dataclass(slots=True)
@@ -102,9 +109,7 @@ class LinkConfig:
         Raises:
             ConfigurationError: naming the key and the problem.
         """
-        positive = ("heartbeat_interval", "heartbeat_timeout", "max_message_mb",
-                    "max_concurrent_uploads", "max_upload_mb")  # fmt: skip
-        for name in positive:
+        for name in _POSITIVE:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigurationError(f"{name}: must be a positive number, got {value!r}")

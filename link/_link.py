@@ -1,8 +1,11 @@
-"""The link: a single IO thread that serves nodes and ServerApps.
+"""The link: a single IO thread that serves nodes, ServerApps and the CLI.
 
-One thread owns the fleet ROUTER (nodes), the app ROUTER (ServerApps) and a
-wake-up socket, and never blocks on anything but ``zmq.poll``; the
-:class:`~fedzero.link.routing._router.Router` it drives holds all state.
+One thread owns the fleet ROUTER (nodes), the app ROUTER (ServerApps) and the
+control ROUTER (the ``fedzero`` CLI), and never blocks on anything but
+``zmq.poll``; the :class:`~fedzero.link.routing.Router` it drives holds all
+state. Other threads (the fold worker, the exec service, signal handlers,
+callers of :meth:`Link.stop`) reach it one way only: a command on a queue and
+a :class:`~fedzero.core.runtime.WakePipe` the loop polls.
 """
 
 from __future__ import annotations
@@ -18,28 +21,33 @@ from typing import Any, Final
 import structlog
 import zmq
 
-from fedzero.core import ConfigurationError, configure_logging
+from fedzero.core import ClosedError, ConfigurationError, FedzeroTimeoutError, configure_logging
 from fedzero.core.runtime import (
-    CurveKeys,
     Notifier,
-    apply_server_curve,
+    WakePipe,
     bind_router,
     check_public_bind,
+    drain,
     is_loopback,
     load_config,
 )
 
+from ._auth import LinkAuth
 from ._config import LinkConfig
 from ._state import Run
 from .exec import Control, ExecService
+from .http import LinkStatsSource, StatsServer, parse_http_address
 from .rounds import FoldWorker
 from .routing import Router
-from .store import InMemoryStore, LinkStore, SqliteStore, StoreReader, StoreWriter
+from .store import StoreReader, StoreWriter, open_store
 
 log = structlog.get_logger(__name__)
 
 _BATCH: Final = 256  # messages handled per socket per loop turn (fairness)
 _FINISH_SECS: Final = 5.0  # after the drain grace: time to deliver failed rounds' results
+
+Command = tuple[str, float]
+"""What other threads ask of the IO thread: ``(name, argument)``."""
 
 
 class Link:
@@ -61,27 +69,29 @@ class Link:
         self.config.validate()
         self._notifier = notifier or Notifier(None)
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._wake_address = f"inproc://fedzero-link-wake-{id(self):x}"
         self.stats: Counter[str] = Counter()
         """Event counters (replies, drops by reason, malformed input, ...)."""
         self.startup_error: BaseException | None = None
         """Why :meth:`run` returned without serving (bind or key errors), if it did."""
         self.fleet_endpoint = ""
         self.app_endpoint = ""
-        self._router: Router | None = None
+        self.control_endpoint = ""
+        self.http_url = ""
+        self._inbox: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._wake: WakePipe | None = None
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop_requested = False
         self._drain_deadline: float | None = None
-        self._auth: Any = None
+        self._failed_all = False
+        self._auth = LinkAuth(self._ctx, self.config)
         self._sockets: list[zmq.Socket[bytes]] = []
+        self._router: Router | None = None
         self._worker: FoldWorker | None = None
         self._exec: ExecService | None = None
         self._control: Control | None = None
-        self.control_endpoint = ""
-        self.http_url = ""
-        self._http: Any = None
-        self._http_source: Any = None
+        self._http: StatsServer | None = None
+        self._http_source: LinkStatsSource | None = None
         self._store: StoreWriter | None = None
 
     # --------------------------------------------------------------- lifecycle
@@ -91,11 +101,12 @@ class Link:
 
         Raises:
             ConfigurationError: an address cannot be bound, or keys are invalid.
+            FedzeroTimeoutError: it did not serve within ``timeout`` seconds.
         """
         self._thread = threading.Thread(target=self.run, name="fedzero-link", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise TimeoutError("link did not start")
+            raise FedzeroTimeoutError(f"the link did not start within {timeout} s")
         if self.startup_error is not None:
             self._thread.join()
             raise self.startup_error
@@ -103,7 +114,7 @@ class Link:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the loop (from any thread) and wait for it to close its sockets."""
-        self._post(b"stop")
+        self._post("stop")
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -114,11 +125,11 @@ class Link:
         pending when the grace period ends is failed with ``RUN_STOPPED``. Safe
         from any thread and from a signal handler; :meth:`run` then returns.
         """
-        self._post(b"drain %f" % max(0.0, grace))
+        self._post("drain", max(0.0, grace))
 
     def reload_keys(self) -> None:
         """Re-read the allowed node keys directory (safe from any thread)."""
-        self._post(b"reload")
+        self._post("reload")
 
     def reload(self, config_file: Path | None, flags: Mapping[str, Any]) -> None:
         """SIGHUP: re-read the configuration; apply the log level and the allowed keys.
@@ -141,41 +152,56 @@ class Link:
         """Wait until the link serves (or failed to start)."""
         return self._ready.wait(timeout)
 
-    def _post(self, command: bytes) -> None:
-        sock = self._ctx.socket(zmq.PUSH)
-        try:
-            sock.connect(self._wake_address)
-            sock.send(command)
-        finally:
-            sock.close(linger=1000)
+    def sync(self, timeout: float = 10.0) -> None:
+        """Wait until every state write queued so far is committed (any thread).
+
+        Raises:
+            FedzeroTimeoutError: not committed within ``timeout`` seconds.
+        """
+        if self._store is not None:
+            self._store.flush(timeout)
+
+    def store_reader(self) -> StoreReader:
+        """A reader of the link's state, usable from another thread (stats, CLI).
+
+        Raises:
+            ClosedError: the link is not running (not started yet, or stopped).
+        """
+        if self._store is None:
+            raise ClosedError("the link is not running")
+        return self._store.reader()
+
+    def _post(self, name: str, argument: float = 0.0) -> None:
+        """Queue a command for the IO thread and wake it (any thread, signal handlers)."""
+        self._inbox.put((name, argument))
+        wake = self._wake
+        if wake is not None:  # before run(): the loop reads the queue when it starts
+            wake.wake()
 
     def run(self) -> None:
         """Serve until :meth:`stop`: bind, loop, then close everything."""
-        wake = self._ctx.socket(zmq.PULL)
-        wake.bind(self._wake_address)
+        self._wake = wake = WakePipe()
         try:
-            router = self._bind()
+            router, control = self._bind()
         except BaseException as exc:
             self.startup_error = exc
             self._ready.set()
-            wake.close(linger=0)
             self._close()
             return
         self._router = router
         self._start_http()
         self._ready.set()
         self._notifier.ready(f"serving: fleet {self.fleet_endpoint}, app {self.app_endpoint}")
-        log.info("link_started", fleet=self.fleet_endpoint, app=self.app_endpoint,
-                 curve=self.config.curve_enabled)  # fmt: skip
+        curve = self.config.curve_enabled
+        log.info("link_started", fleet=self.fleet_endpoint, app=self.app_endpoint, curve=curve)
         try:
-            self._loop(wake, router)
+            self._loop(router, control, wake)
             router.close_runs("the link shut down")
         finally:
-            wake.close(linger=0)
             self._close()
             log.info("link_stopped", **dict(self.stats))
 
-    def _bind(self) -> Router:
+    def _bind(self) -> tuple[Router, Control]:
         cfg = self.config
         check_public_bind(cfg.fleet_address, cfg.curve_enabled, "fleet")
         check_public_bind(cfg.app_address, False, "app")
@@ -185,30 +211,35 @@ class Link:
                 "control endpoint can run code here, so it needs control_allowed_keys_dir "
                 "(CURVE with allow-listed user keys) to be bound off this machine"
             )
-        fleet = bind_router(self._ctx, cfg.fleet_address, cfg.max_message_bytes, self._security())
-        self._sockets.append(fleet)
-        app = bind_router(self._ctx, cfg.app_address, cfg.max_message_bytes, None)
-        self._sockets.append(app)
-        self.fleet_endpoint = fleet.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.app_endpoint = app.getsockopt_string(zmq.LAST_ENDPOINT)
-        control_sock = bind_router(self._ctx, cfg.control_address, cfg.max_message_bytes,
-                                   self._control_security())  # fmt: skip
-        self._sockets.append(control_sock)
-        self.control_endpoint = control_sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._worker = FoldWorker(self._ctx, self._wake_address, warm=cfg.warmup)
-        self._store = self._open_store()
-        router = Router(cfg, fleet, app, self.stats, self._worker, self._store)
+        fleet = self._bind_one(cfg.fleet_address, self._auth.fleet())
+        app = self._bind_one(cfg.app_address, None)
+        control_sock = self._bind_one(cfg.control_address, self._auth.control())
+        self.fleet_endpoint, self.app_endpoint, self.control_endpoint = (
+            sock.getsockopt_string(zmq.LAST_ENDPOINT) for sock in self._sockets
+        )
+        self._worker = FoldWorker(lambda: self._post("work"), warm=cfg.warmup)
+        self._store = open_store(cfg.state_dir)
+        read_bundle = None
         if cfg.state_dir is not None:
-            self._exec = ExecService(cfg.state_dir, self.app_endpoint, self._store,
-                                     self._ctx, self._wake_address)  # fmt: skip
-            router.read_bundle = self._exec.read_bundle
+            notify = self._notify_exec
+            self._exec = ExecService(cfg.state_dir, self.app_endpoint, self._store, notify)
+            read_bundle = self._exec.read_bundle
+        router = Router(cfg, fleet, app, self.stats, self._worker, self._store, read_bundle)
         self._control = Control(control_sock, router, self._exec, self._store.reader())
-        return router
+        return router, self._control
+
+    def _bind_one(
+        self, address: str, secure: Callable[[zmq.Socket[bytes]], None] | None
+    ) -> zmq.Socket[bytes]:
+        sock = bind_router(self._ctx, address, self.config.max_message_bytes, secure)
+        self._sockets.append(sock)
+        return sock
+
+    def _notify_exec(self) -> None:
+        self._post("exec")
 
     def _start_http(self) -> None:
         """Serve the statistics API, /metrics and the dashboard (its own threads)."""
-        from .http import LinkStatsSource, StatsServer, parse_http_address
-
         if not self.config.http_address:
             return
         host, port = parse_http_address(self.config.http_address)
@@ -222,75 +253,10 @@ class Link:
         self._http_source = source
         self.http_url = self._http.url
 
-    def _open_store(self) -> StoreWriter:
-        """Open the state (SQLite under state_dir, else memory); close what a crash left open."""
-        cfg = self.config
-        store: LinkStore
-        if cfg.state_dir is not None:
-            cfg.state_dir.mkdir(parents=True, exist_ok=True)
-            store = SqliteStore(cfg.state_dir / "link.db")
-        else:
-            store = InMemoryStore()
-        now = time.time()
-        for run_id in store.mark_interrupted(now):
-            store.add_event("run_ended", now, run_id=run_id, data={"status": "interrupted"})
-            log.warning("run_interrupted", run_id=run_id, reason="the link stopped during the run")
-        store.mark_nodes_offline(now)
-        return StoreWriter(store)
-
-    def sync(self, timeout: float = 10.0) -> None:
-        """Wait until every state write queued so far is committed (any thread).
-
-        Raises:
-            FedzeroTimeoutError: not committed within ``timeout`` seconds.
-        """
-        if self._store is not None:
-            self._store.flush(timeout)
-
-    def store_reader(self) -> StoreReader:
-        """A reader of the link's state, usable from another thread (stats, CLI)."""
-        if self._store is None:
-            raise RuntimeError("the link is not running")
-        return self._store.reader()
-
-    def _authenticator(self) -> Any:
-        """The ZAP handler (started once): fleet keys in domain "*", users in "control"."""
-        if self._auth is None:
-            from zmq.auth.thread import ThreadAuthenticator
-
-            self._auth = ThreadAuthenticator(self._ctx)
-            self._auth.start()
-        return self._auth
-
-    def _security(self) -> Callable[[zmq.Socket[bytes]], None] | None:
-        cfg = self.config
-        if not cfg.curve_enabled or cfg.curve_secret_key is None:
-            return None
-        keys = CurveKeys.load(cfg.curve_secret_key)
-        if cfg.allowed_keys_dir is None or not cfg.allowed_keys_dir.is_dir():
-            raise ConfigurationError(f"allowed_keys_dir: {cfg.allowed_keys_dir} is not a directory")
-        self._authenticator().configure_curve(domain="*", location=str(cfg.allowed_keys_dir))
-        return lambda sock: apply_server_curve(sock, keys)
-
-    def _control_security(self) -> Callable[[zmq.Socket[bytes]], None] | None:
-        cfg = self.config
-        folder = cfg.control_allowed_keys_dir
-        if not cfg.control_curve_enabled or cfg.curve_secret_key is None or folder is None:
-            return None
-        if not folder.is_dir():
-            raise ConfigurationError(f"control_allowed_keys_dir: {folder} is not a directory")
-        keys = CurveKeys.load(cfg.curve_secret_key)
-        self._authenticator().configure_curve(domain="control", location=str(folder))
-
-        def secure(sock: zmq.Socket[bytes]) -> None:
-            apply_server_curve(sock, keys)
-            sock.zap_domain = b"control"
-
-        return secure
-
     def _close(self) -> None:
         if self._http is not None:
             self._http.stop()
+        if self._http_source is not None:
             self._http_source.close()
         if self._exec is not None:
             self._exec.close()
@@ -300,93 +266,98 @@ class Link:
             self._store.close()
         for sock in self._sockets:
             sock.close(linger=0)
-        if self._auth is not None:
-            self._auth.stop()
+        self._auth.stop()
         self._ctx.term()
+        if self._wake is not None:
+            self._wake.close()
 
     # -------------------------------------------------------------------- loop
 
-    def _loop(self, wake: zmq.Socket[bytes], router: Router) -> None:
+    def _loop(self, router: Router, control: Control, wake: WakePipe) -> None:
         fleet, app, control_sock = self._sockets
+        handlers = [
+            (fleet, self._framed(router.on_fleet)),
+            (app, self._framed(router.on_app)),
+            (control_sock, self._framed(control.on_control)),
+        ]
         poller = zmq.Poller()
-        for sock in (wake, fleet, app, control_sock):
+        poller.register(wake.fileno(), zmq.POLLIN)
+        for sock, _ in handlers:
             poller.register(sock, zmq.POLLIN)
         interval = self.config.heartbeat_interval / 2
         if self._notifier.watchdog_interval:  # the loop itself pings: a hung loop is caught
             interval = min(interval, self._notifier.watchdog_interval)
         next_tick = time.monotonic()
-        failed_all = False
-        while not self._stop_requested:
-            if self._drain_deadline is not None:
-                overdue = time.monotonic() - self._drain_deadline
-                if router.idle() or overdue > _FINISH_SECS:
-                    break
-                if overdue >= 0 and not failed_all:  # grace is over: fail what is left
-                    router.fail_all("the link is shutting down")
-                    failed_all = True
+        self._on_commands(router)  # what was posted before the loop started
+        while not self._stop_requested and not self._drained(router):
             if time.monotonic() >= next_tick:
                 router.tick()
-                if self._control is not None:
-                    self._control.tick()
+                control.tick()
                 self._notifier.watchdog()
                 next_tick = time.monotonic() + interval
             wait = min(next_tick - time.monotonic(), router.next_deadline())
             events = dict(poller.poll(max(0, int(wait * 1000)) + 1))
             if not events:
                 router.tick()
-            if wake in events:
-                self._on_wake(wake)
-            if fleet in events:
-                _drain(fleet, router.on_fleet, self.stats)
-            if app in events:
-                _drain(app, router.on_app, self.stats)
-            if control_sock in events and self._control is not None:
-                _drain(control_sock, self._control.on_control, self.stats)
+            if wake.fileno() in events:
+                wake.clear()
+                self._on_commands(router)
+            for sock, handle in handlers:
+                if sock in events:
+                    drain(sock, handle, limit=_BATCH)
 
-    def _on_wake(self, wake: zmq.Socket[bytes]) -> None:
+    def _framed(
+        self, handle: Callable[[bytes, list[zmq.Frame]], None]
+    ) -> Callable[[list[zmq.Frame]], None]:
+        """A handler of ROUTER messages: the peer's routing id, then at least one frame."""
+
+        def on_message(frames: list[zmq.Frame]) -> None:
+            if len(frames) < 2:
+                self.stats["malformed"] += 1
+                return
+            handle(frames[0].bytes, frames[1:])
+
+        return on_message
+
+    def _drained(self, router: Router) -> bool:
+        """Whether a drain is over (idle, or overdue); fail what is left once grace ends."""
+        if self._drain_deadline is None:
+            return False
+        overdue = time.monotonic() - self._drain_deadline
+        if router.idle() or overdue > _FINISH_SECS:
+            return True
+        if overdue >= 0 and not self._failed_all:  # grace is over: fail what is left
+            router.fail_all("the link is shutting down")
+            self._failed_all = True
+        return False
+
+    def _on_commands(self, router: Router) -> None:
         while True:
             try:
-                command = wake.recv(zmq.NOBLOCK)
-            except zmq.Again:
+                name, argument = self._inbox.get_nowait()
+            except queue.Empty:
                 return
-            if command == b"work" and self._router is not None:
-                while True:
-                    try:
-                        outcome = self._worker.done.get_nowait() if self._worker else None
-                    except queue.Empty:
-                        break
-                    if outcome is not None:
-                        self._router.rounds.on_worker(outcome)
-            elif command == b"exec" and self._exec is not None and self._router is not None:
-                while True:
-                    try:
-                        outcome = self._exec.done.get_nowait()
-                    except queue.Empty:
-                        break
-                    self._router.on_exec(outcome)
+            if name == "work" and self._worker is not None:
+                _each(self._worker.done, router.rounds.on_worker)
+            elif name == "exec" and self._exec is not None:
+                _each(self._exec.done, router.on_exec)
                 if self._control is not None:
                     self._control.tick()
-            elif command == b"stop":
+            elif name == "stop":
                 self._stop_requested = True
-            elif command.startswith(b"drain ") and self._router is not None:
-                grace = float(command.split()[1])
-                if self._drain_deadline is None:
-                    self._drain_deadline = time.monotonic() + grace
-                    self._router.draining = True
-                    self._notifier.stopping(f"draining: {self._router.pending_count} pending")
-                    log.info("link_draining", grace_secs=grace, pending=self._router.pending_count)
-                else:  # asked twice (a second Ctrl-C): stop now
-                    self._drain_deadline = time.monotonic()
-            elif command == b"reload" and self._auth is not None:
-                cfg = self.config
-                if cfg.curve_enabled:
-                    self._auth.configure_curve(domain="*", location=str(cfg.allowed_keys_dir))
-                if cfg.control_curve_enabled:
-                    self._auth.configure_curve(
-                        domain="control", location=str(cfg.control_allowed_keys_dir)
-                    )
-                log.info("allowed_keys_reloaded", fleet=str(cfg.allowed_keys_dir),
-                         control=str(cfg.control_allowed_keys_dir))  # fmt: skip
+            elif name == "drain":
+                self._start_drain(router, argument)
+            elif name == "reload":
+                self._auth.reload()
+
+    def _start_drain(self, router: Router, grace: float) -> None:
+        if self._drain_deadline is not None:  # asked twice (a second Ctrl-C): stop now
+            self._drain_deadline = time.monotonic()
+            return
+        self._drain_deadline = time.monotonic() + grace
+        router.draining = True
+        self._notifier.stopping(f"draining: {router.pending_count} pending")
+        log.info("link_draining", grace_secs=grace, pending=router.pending_count)
 
     # ------------------------------------------------------------ inspection
 
@@ -411,17 +382,11 @@ class Link:
         return self._router.credit.in_flight if self._router else 0
 
 
-def _drain(
-    sock: zmq.Socket[bytes],
-    handle: Callable[[bytes, list[zmq.Frame]], None],
-    stats: Counter[str],
-) -> None:
-    for _ in range(_BATCH):
+def _each(outcomes: queue.SimpleQueue[tuple[Any, ...]], handle: Callable[[Any], None]) -> None:
+    """Hand every outcome queued now to ``handle``."""
+    while True:
         try:
-            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
+            outcome = outcomes.get_nowait()
+        except queue.Empty:
             return
-        if len(frames) < 2:
-            stats["malformed"] += 1
-            continue
-        handle(frames[0].bytes, frames[1:])
+        handle(outcome)

@@ -39,8 +39,13 @@ class Control:
         reader: the store's reader.
     """
 
-    def __init__(self, sock: zmq.Socket[bytes], router: Router, exec_service: ExecService | None,
-                 reader: StoreReader) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        router: Router,
+        exec_service: ExecService | None,
+        reader: StoreReader,
+    ) -> None:
         self._sock = sock
         self._router = router
         self._exec = exec_service
@@ -170,8 +175,13 @@ class Control:
     def _nodes(self) -> list[dict[str, Any]]:
         rows = {n.node_id: n.as_dict() for n in self._reader.list_nodes()}
         for node in self._router.nodes.values():
-            live = {"node_id": node.node_id, "online": node.online, "node_config": node.node_config,
-                    "bytes_in": node.bytes_in, "bytes_out": node.bytes_out}  # fmt: skip
+            live = {
+                "node_id": node.node_id,
+                "online": node.online,
+                "node_config": node.node_config,
+                "bytes_in": node.bytes_in,
+                "bytes_out": node.bytes_out,
+            }
             rows[node.node_id] = {**rows.get(node.node_id, {}), **live}
         return sorted(rows.values(), key=lambda r: int(r["node_id"]))
 
@@ -189,8 +199,15 @@ class Control:
 
 def _live(run: Run) -> dict[str, Any]:
     return {
-        "run_id": run.run_id, "status": str(run.status), "app": run.app,
-        "started_at": run.started_at, "ended_at": run.ended_at, "rounds_done": run.rounds_done,
-        "nodes": sorted(run.nodes), "replies": run.replies, "failures": run.failures,
-        "error": run.error, "now": time.time(),
-    }  # fmt: skip
+        "run_id": run.run_id,
+        "status": str(run.status),
+        "app": run.app,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "rounds_done": run.rounds_done,
+        "nodes": sorted(run.nodes),
+        "replies": run.replies,
+        "failures": run.failures,
+        "error": run.error,
+        "now": time.time(),
+    }

@@ -3,7 +3,9 @@
 It runs on its own thread: installing a bundle (verify + extract), spawning the
 process and reading its output never touch the link's IO thread. Output lines
 become the run's log (events of kind ``log`` in the store); exits are reported
-to the IO thread through a queue and a wake-up message.
+to the IO thread through a queue and a notification. Jobs reach the thread the
+same way: a queue and a :class:`~fedzero.core.runtime.WakePipe` its selector
+watches.
 """
 
 from __future__ import annotations
@@ -13,23 +15,24 @@ import os
 import queue
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
-import zmq
 
 from fedzero.core.bundles import BundleCache, BundleError
+from fedzero.core.runtime import WakePipe
 
 from ..store import StoreWriter
 
 log = structlog.get_logger(__name__)
 
+_SERVER_APP_MODULE: Final = "fedzero.link.exec._serverapp"  # keep: ``python -m`` target
 _TAIL: Final = 200  # output lines kept per run for the traceback of a failure
 ERROR_MARK: Final = "FEDZERO-ERROR: "
 """Prefix of the line a ServerApp process prints last when it fails (see ``_serverapp``)."""
@@ -52,23 +55,21 @@ class ExecService:
             under ``state_dir/apps`` (content-addressed by hash).
         app_endpoint: the link's app endpoint the ServerApps connect to.
         store: where output lines are recorded as the run's log.
-        ctx: the link's zmq context.
-        wake_address: where this thread sends ``b"exec"`` after queuing an outcome
-            on :attr:`done` (the link's wake-up socket).
+        notify: called from this service's thread after it queues an outcome
+            on :attr:`done` (it wakes the link's IO thread).
     """
 
-    def __init__(self, state_dir: Path, app_endpoint: str, store: StoreWriter,
-                 ctx: zmq.Context[zmq.Socket[bytes]], wake_address: str) -> None:  # fmt: skip
+    def __init__(
+        self, state_dir: Path, app_endpoint: str, store: StoreWriter, notify: Callable[[], None]
+    ) -> None:
         self.bundles = state_dir / "bundles"
         self.cache = BundleCache(state_dir / "apps")
         self.app_endpoint = app_endpoint
         self.store = store
         self.done: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._ctx = ctx
-        self._wake_address = wake_address
-        self._wake: zmq.Socket[bytes] | None = None  # this thread's, created in _run
+        self._notify = notify
         self._jobs: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake = WakePipe()
         self._children: dict[int, _Child] = {}
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="fedzero-exec", daemon=True)
@@ -94,38 +95,28 @@ class ExecService:
         """Stop every ServerApp (SIGTERM, then SIGKILL after ``grace``) and the thread."""
         self._submit(("close", grace))
         self._thread.join(grace + 5.0)
-        self._wake_r.close()
-        self._wake_w.close()
+        self._wake.close()
 
     def _submit(self, job: tuple[Any, ...]) -> None:
         self._jobs.put(job)
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"j")
+        self._wake.wake()
 
     # ------------------------------------------------------------- the thread
 
-    def _notify(self) -> None:
-        if self._wake is not None:
-            self._wake.send(b"exec")
-
     def _run(self) -> None:
-        self._wake = self._ctx.socket(zmq.PUSH)
-        self._wake.connect(self._wake_address)
         selector = selectors.DefaultSelector()
-        selector.register(self._wake_r, selectors.EVENT_READ, None)
+        selector.register(self._wake, selectors.EVENT_READ, None)
         try:
             while not (self._closing and not self._children):
                 for key, _ in selector.select(self._timeout()):
                     if key.data is None:
-                        with contextlib.suppress(BlockingIOError, OSError):
-                            self._wake_r.recv(4096)
+                        self._wake.clear()
                         self._jobs_ready(selector)
                     else:
                         self._read(selector, key.data)
                 self._kill_overdue()
         finally:
             selector.close()
-            self._wake.close(linger=1000)
 
     def _timeout(self) -> float | None:
         deadlines = [c.kill_at for c in self._children.values() if c.kill_at is not None]
@@ -167,11 +158,13 @@ class ExecService:
         except (BundleError, OSError) as exc:
             self._exited(run_id, 2, f"the app bundle was refused: {exc}", "")
             return
-        cmd = [sys.executable, "-m", "fedzero.link.exec._serverapp", "--app-dir", str(app_dir),
-               "--link", self.app_endpoint, "--run-id", str(run_id)]  # fmt: skip
+        cmd = [sys.executable, "-m", _SERVER_APP_MODULE, "--app-dir", str(app_dir)]
+        cmd += ["--link", self.app_endpoint, "--run-id", str(run_id)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,  # noqa: S603
-                                stdin=subprocess.DEVNULL, env=env)  # fmt: skip
+        pipe, out = subprocess.PIPE, subprocess.STDOUT
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            cmd, stdout=pipe, stderr=out, stdin=subprocess.DEVNULL, env=env
+        )
         assert proc.stdout is not None  # noqa: S101 - stdout=PIPE
         os.set_blocking(proc.stdout.fileno(), False)
         child = _Child(run_id, proc)

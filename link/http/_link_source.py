@@ -9,23 +9,47 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fedzero.core import FedzeroError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .._link import Link
-    from .._state import Run
-    from ..store import RunRow, StoreReader
+from .._state import Run
+from ..store import RunRow, StoreReader
 
 _T = TypeVar("_T")
+
+
+class LinkView(Protocol):
+    """What :class:`LinkStatsSource` reads of a link (:class:`~fedzero.link.Link` has it)."""
+
+    @property
+    def stats(self) -> Counter[str]:
+        """The link's event counters (written by its IO thread)."""
+
+    @property
+    def credit_high_water(self) -> int:
+        """Most large uploads ever admitted at once."""
+
+    @property
+    def credit_in_flight(self) -> int:
+        """Large uploads admitted right now."""
+
+    def runs(self) -> list[Run]:
+        """A snapshot of the runs (safe from any thread)."""
+
+    def node_ids(self, online_only: bool = True) -> list[int]:
+        """Ids of registered nodes (a snapshot, safe from any thread)."""
+
+    def store_reader(self) -> StoreReader:
+        """A reader of the link's state; raises a FedzeroError when there is none."""
 
 
 class LinkStatsSource:
     """A :class:`StatsSource` on a running :class:`~fedzero.link.Link`.
 
-    Reads the link's live run snapshot (:meth:`Link.runs`), its node ids, its
+    Reads the link's live run snapshot (``Link.runs``), its node ids, its
     event counters, and, when the link keeps state, its store (node details and
     the timing of aggregated rounds).
 
@@ -33,7 +57,7 @@ class LinkStatsSource:
         link: the link to report on (started or not).
     """
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: LinkView) -> None:
         self._link = link
         self._started = time.time()
         self._lock = threading.Lock()
@@ -75,12 +99,17 @@ class LinkStatsSource:
         out = []
         for node_id in sorted(set(self._link.node_ids(online_only=False)) | set(rows)):
             row = rows.get(node_id, {})
-            out.append({
-                "node_id": node_id, "online": node_id in online,
-                "last_seen": row.get("last_seen"), "node_config": row.get("node_config", {}),
-                "bytes_in": row.get("bytes_in", 0), "bytes_out": row.get("bytes_out", 0),
-                "public_key": row.get("public_key"),
-            })  # fmt: skip
+            out.append(
+                {
+                    "node_id": node_id,
+                    "online": node_id in online,
+                    "last_seen": row.get("last_seen"),
+                    "node_config": row.get("node_config", {}),
+                    "bytes_in": row.get("bytes_in", 0),
+                    "bytes_out": row.get("bytes_out", 0),
+                    "public_key": row.get("public_key"),
+                }
+            )
         return out
 
     def stats(self) -> dict[str, Any]:
@@ -115,14 +144,24 @@ class LinkStatsSource:
     @staticmethod
     def _run(run: Run, row: RunRow | None) -> dict[str, Any]:
         """The live run, with what only the store knows (app, error, bytes) when it has it."""
+        app, error, bytes_in, bytes_out = (
+            (row.app, row.error, row.bytes_in, row.bytes_out) if row else ("", "", 0, 0)
+        )
         return {
-            "run_id": run.run_id, "status": str(run.status), "app": row.app if row else "",
-            "started_at": run.started_at, "ended_at": run.ended_at,
-            "rounds_done": run.rounds_done, "nodes": len(set(run.nodes)),
-            "messages": run.messages_sent, "replies": run.replies, "failures": run.failures,
-            "error": row.error if row else "", "bytes_in": row.bytes_in if row else 0,
-            "bytes_out": row.bytes_out if row else 0,
-        }  # fmt: skip
+            "run_id": run.run_id,
+            "status": str(run.status),
+            "app": app,
+            "started_at": run.started_at,
+            "ended_at": run.ended_at,
+            "rounds_done": run.rounds_done,
+            "nodes": len(set(run.nodes)),
+            "messages": run.messages_sent,
+            "replies": run.replies,
+            "failures": run.failures,
+            "error": error,
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+        }
 
     def _read(self, query: Callable[[StoreReader], _T]) -> _T | None:
         """Run ``query(reader)`` on the link's store; None if the link keeps none (yet)."""
@@ -131,7 +170,7 @@ class LinkStatsSource:
                 if self._reader is None:
                     self._reader = self._link.store_reader()
                 return query(self._reader)
-            except (RuntimeError, FedzeroError):  # not running yet, or closed
+            except FedzeroError:  # not running yet, or closed
                 return None
 
 

@@ -1,7 +1,7 @@
 """Prometheus exposition of the link's statistics, read from a StatsSource at scrape time.
 
 Nothing is counted twice: :class:`StatsCollector` keeps no state of its own. At
-each scrape it asks the :class:`~fedzero.link.http._server.StatsSource` for a fresh
+each scrape it asks the :class:`~._source.StatsSource` for a fresh
 snapshot and turns it into metric families, so the link's counters stay the one
 source of truth. It is registered on a private
 :class:`prometheus_client.CollectorRegistry`, never on the global one, so two
@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-if TYPE_CHECKING:
-    from ._server import StatsSource
+from ._source import StatsSource
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 """The classic Prometheus text format, which :func:`exposition` writes (every scraper reads it)."""
@@ -78,10 +77,10 @@ class StatsCollector:
 def _link_metrics(
     stats: Mapping[str, Any], nodes: list[dict[str, Any]], runs: list[dict[str, Any]]
 ) -> Iterator[Metric]:
+    uptime = _number(stats.get("uptime_secs"))
     yield GaugeMetricFamily(
-        f"{_PREFIX}_link_uptime_seconds", "Seconds since the link started.",
-        value=_number(stats.get("uptime_secs")),
-    )  # fmt: skip
+        f"{_PREFIX}_link_uptime_seconds", "Seconds since the link started.", value=uptime
+    )
     online = sum(1 for n in nodes if n.get("online"))
     yield GaugeMetricFamily(f"{_PREFIX}_nodes_online", "Nodes connected now.", value=online)
     yield GaugeMetricFamily(
@@ -96,10 +95,10 @@ def _link_metrics(
     for status in sorted({*_RUN_STATUSES, *map(str, by_status)}):
         family.add_metric([status], _number(by_status.get(status)))
     yield family
+    in_flight = _number(stats.get("credit_in_flight"))
     yield GaugeMetricFamily(
-        f"{_PREFIX}_credit_in_flight", "Large uploads admitted and not yet folded.",
-        value=_number(stats.get("credit_in_flight")),
-    )  # fmt: skip
+        f"{_PREFIX}_credit_in_flight", "Large uploads admitted and not yet folded.", value=in_flight
+    )
 
 
 def _counter_metrics(stats: Mapping[str, Any]) -> Iterator[Metric]:

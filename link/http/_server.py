@@ -25,71 +25,25 @@ import threading
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import Any, Final
 
 import structlog
 
 from fedzero.core.runtime import is_loopback_host
+from fedzero.core.wire import MAX_ID
 
 from ._metrics import CONTENT_TYPE, exposition, metrics_registry
-
-if TYPE_CHECKING:
-    pass
+from ._source import StatsSource
 
 log = structlog.get_logger(__name__)
 
-_T = TypeVar("_T")
-
 DEFAULT_PORT: Final = 9095
-_MAX_ID: Final = 2**63 - 1
 _RUN_PATH: Final = re.compile(r"/api/runs/([^/]+)(/rounds)?")
 _PAGE_HEADERS: Final = {
     "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
     "style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'",
     "X-Frame-Options": "DENY",
 }
-
-
-class StatsSource(Protocol):
-    """What the statistics server reads. Every method is called from the server's threads.
-
-    Implementations return fresh JSON-ready values (dicts, lists, str, numbers,
-    None) that the caller may keep; they must be thread-safe and quick.
-    """
-
-    def runs(self) -> list[dict[str, Any]]:
-        """Return every run, newest first.
-
-        Each has ``run_id``, ``status``, ``app``, ``started_at``, ``ended_at``,
-        ``rounds_done``, ``nodes`` (count), ``replies``, ``failures``, ``error``,
-        ``bytes_in`` and ``bytes_out``.
-        """
-
-    def run(self, run_id: int) -> dict[str, Any] | None:
-        """Return run ``run_id`` as in :meth:`runs` (plus ``run_config``), or None."""
-
-    def rounds(self, run_id: int) -> list[dict[str, Any]]:
-        """Return the rounds of ``run_id`` in round order (empty for an unknown run).
-
-        Each has ``round``, ``at``, ``metrics`` ({name: number}), ``round_secs``
-        (None if unknown), ``replies`` and ``failures``.
-        """
-
-    def nodes(self) -> list[dict[str, Any]]:
-        """Return every known node, by node id.
-
-        Each has ``node_id``, ``online``, ``last_seen`` (epoch seconds or None),
-        ``node_config``, ``bytes_in``, ``bytes_out`` and ``public_key`` (or None).
-        """
-
-    def stats(self) -> dict[str, Any]:
-        """Return the link's counters.
-
-        Keys (missing ones read as 0): ``uptime_secs``, ``messages``, ``replies``,
-        ``failures`` ({error code: n}), ``replies_dropped`` ({reason: n}),
-        ``malformed`` ({endpoint: n}), ``bytes_in``, ``bytes_out``,
-        ``aggregation_secs``, ``credit_in_flight``, ``runs_by_status`` ({status: n}).
-        """
 
 
 # --------------------------------------------------------------------- server
@@ -129,17 +83,19 @@ class StatsServer:
         return f"http://{host}:{self.port}/"
 
     def start(self) -> StatsServer:
-        """Bind and serve in a daemon thread; return self.
+        """Bind and serve in a daemon thread; return self (at once if it already serves).
 
         Raises:
             OSError: the address cannot be bound (the message names it).
         """
         if self._httpd is not None:
-            raise RuntimeError("the stats server is already started")
+            return self
         if not is_loopback_host(self.address):
-            log.warning("http_public_bind", address=self.address, port=self.port,
-                        hint="the stats server has no authentication; bind 127.0.0.1 "
-                             "and put a reverse proxy in front to expose it")  # fmt: skip
+            hint = (
+                "the stats server has no authentication; bind 127.0.0.1 "
+                "and put a reverse proxy in front to expose it"
+            )
+            log.warning("http_public_bind", address=self.address, port=self.port, hint=hint)
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
         try:
             self._httpd = _Server((self.address, self.port), self.source, family)
@@ -147,9 +103,11 @@ class StatsServer:
             raise OSError(exc.errno, f"cannot bind the stats server to {self.url}: {exc}") from exc
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-            name="fedzero-http", daemon=True,
-        )  # fmt: skip
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="fedzero-http",
+            daemon=True,
+        )
         self._thread.start()
         log.info("http_started", url=self.url)
         return self
@@ -237,7 +195,7 @@ class _Handler(BaseHTTPRequestHandler):
         if match is None:
             return _json(404, {"error": f"no such path: {path[:200]}"})
         raw = match.group(1)
-        if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > _MAX_ID:
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_ID:
             return _json(400, {"error": f"run id must be a positive integer, got {raw[:40]!r}"})
         run_id = int(raw)
         run = source.run(run_id)
@@ -278,9 +236,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Access log at debug level, through structlog (never stderr)."""
         status = code.value if isinstance(code, http.HTTPStatus) else code
-        log.debug("http_request", client=self.client_address[0],
-                  method=getattr(self, "command", None), path=getattr(self, "path", "")[:200],
-                  status=status)  # fmt: skip
+        method, path = getattr(self, "command", None), getattr(self, "path", "")[:200]
+        client = self.client_address[0]
+        log.debug("http_request", client=client, method=method, path=path, status=status)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Other http.server messages (timeouts, bad requests), at debug level."""

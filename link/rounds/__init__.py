@@ -9,7 +9,8 @@ from ._checkpoints import (
     save_checkpoint,
 )
 from ._roundbook import RoundBook
-from ._worker import AggregateSpec, FoldWorker
+from ._spec import AggregateSpec
+from ._worker import FoldWorker
 
 __all__ = [
     "AggregateSpec",

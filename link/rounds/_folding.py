@@ -29,7 +29,7 @@ from fedzero.core import ArrayRecord, RecordDict
 from fedzero.core.wire import encode_content
 
 from ._checkpoints import prune_checkpoints, save_checkpoint
-from ._worker import AggregateSpec
+from ._spec import AggregateSpec
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +56,11 @@ def _accumulator(spec: AggregateSpec, expected: int) -> Accumulator:
         return MedianAccumulator(copy=False, **common)
     keep = 0 if spec.method == "krum" else spec.num_selected
     return KrumAccumulator(spec.num_malicious, keep, copy=False, **common)
+
+
+def _placeholder(array: np.ndarray) -> np.ndarray:
+    """A zero-strided array with ``array``'s shape and dtype, holding one element."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, array.dtype), array.shape, (0,) * array.ndim)
 
 
 def _delta_norm(update: Arrays, reference: Arrays) -> float:
@@ -86,9 +91,7 @@ class RoundState:
         if spec.clip_norm <= 0:
             # Only names, shapes and dtypes are needed: do not keep the pushed model
             # (and so its received frames) alive for the whole round.
-            reference = {k: np.lib.stride_tricks.as_strided(np.zeros(1, v.dtype), v.shape,
-                                                            (0,) * v.ndim)
-                         for k, v in reference.items()}  # fmt: skip
+            reference = {k: _placeholder(v) for k, v in reference.items()}
         self.floats = {k: v for k, v in reference.items() if v.dtype in INPUT_DTYPES}
         self.others = {k: v for k, v in reference.items() if k not in self.floats}
         self.acc = _accumulator(spec, expected)

@@ -1,6 +1,6 @@
 """The IO thread's side of link-side aggregation: which replies go into which round.
 
-A :class:`RoundBook` owns every :class:`~fedzero.link.rounds._worker.AggregatedRound`:
+A :class:`RoundBook` owns every :class:`~._aggregated.AggregatedRound`:
 it hands usable replies to the fold worker, records failures (node offline,
 expiry, app errors, rejected updates), applies the completion rule, and sends
 the one result message when the worker has finished. It talks to the router
@@ -29,7 +29,9 @@ from fedzero.core import (
 
 from .._state import Pending, PendingTable
 from ..store import StoreWriter
-from ._worker import AggregatedRound, AggregateSpec, FoldWorker, result_message
+from ._aggregated import AggregatedRound, result_message
+from ._spec import AggregateSpec
+from ._worker import FoldWorker
 
 log = structlog.get_logger(__name__)
 
@@ -48,10 +50,18 @@ class RoundBook:
         retention: checkpoints kept per run (0: all).
     """
 
-    def __init__(self, *, worker: FoldWorker, store: StoreWriter, stats: Counter[str],
-                 pending: PendingTable, release: Callable[[str], None],
-                 to_app: Callable[[bytes, list[Any]], bool], checkpoint_dir: Path | None,
-                 retention: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        worker: FoldWorker,
+        store: StoreWriter,
+        stats: Counter[str],
+        pending: PendingTable,
+        release: Callable[[str], None],
+        to_app: Callable[[bytes, list[Any]], bool],
+        checkpoint_dir: Path | None,
+        retention: int,
+    ) -> None:
         self.rounds: dict[str, AggregatedRound] = {}
         self._worker = worker
         self._store = store
@@ -65,8 +75,15 @@ class RoundBook:
     def __bool__(self) -> bool:
         return bool(self.rounds)
 
-    def begin(self, spec: AggregateSpec, run_id: int, app_rid: bytes, template: Metadata,
-              content: RecordDict, expected: int) -> None:  # fmt: skip
+    def begin(
+        self,
+        spec: AggregateSpec,
+        run_id: int,
+        app_rid: bytes,
+        template: Metadata,
+        content: RecordDict,
+        expected: int,
+    ) -> None:
         """Start a round over the pushed model.
 
         Raises:
@@ -91,11 +108,10 @@ class RoundBook:
         update = _update_of(reply, rnd.spec) if reply.has_content() else None
         if not isinstance(update, tuple):
             self._release(entry.message_id)
-            code, reason = (
-                (reply.error.code, reply.error.reason) if reply.has_error()
-                else (ErrorCode.REJECTED, str(update))
-            )  # fmt: skip
-            self.on_failure(entry.round_id, entry.node_id, code, reason)
+            if reply.has_error():
+                self.on_failure(entry.round_id, entry.node_id, reply.error.code, reply.error.reason)
+            else:
+                self.on_failure(entry.round_id, entry.node_id, ErrorCode.REJECTED, str(update))
             return
         arrays, weight, metrics = update
         rnd.queued += 1
@@ -144,16 +160,26 @@ class RoundBook:
         secs = time.monotonic() - rnd.started
         self._stats["aggregation_us"] += int(secs * 1e6)
         failed = {str(n): reason[:300] for n, (_, reason) in rnd.failures.items()}
-        group = rnd.template.group_id
-        self._store.add_event("round_aggregated", time.time(), run_id=rnd.run_id,
-                              data={"round": group, "method": rnd.spec.method,
-                                    "replies": rnd.folded, "failures": len(rnd.failures),
-                                    "failed": failed, "secs": round(secs, 4)})  # fmt: skip
+        group, failures = rnd.template.group_id, len(rnd.failures)
+        summary = {
+            "round": group,
+            "method": rnd.spec.method,
+            "replies": rnd.folded,
+            "failures": failures,
+        }
+        data = {**summary, "failed": failed, "secs": round(secs, 4)}
+        self._store.add_event("round_aggregated", time.time(), run_id=rnd.run_id, data=data)
         if group.isdigit():
-            self._store.upsert_round(rnd.run_id, int(group), {}, time.time(), round_secs=secs,
-                                     replies=rnd.folded, failures=len(rnd.failures))  # fmt: skip
-        log.info("round_aggregated", run_id=rnd.run_id, round=group, method=rnd.spec.method,
-                 replies=rnd.folded, failures=len(rnd.failures), secs=round(secs, 4))  # fmt: skip
+            self._store.upsert_round(
+                rnd.run_id,
+                int(group),
+                {},
+                time.time(),
+                round_secs=secs,
+                replies=rnd.folded,
+                failures=failures,
+            )
+        log.info("round_aggregated", run_id=rnd.run_id, **summary, secs=round(secs, 4))
 
     def check(self, round_id: str, force: bool = False) -> None:
         """Finish the round if its completion rule holds (or ``force``)."""
@@ -183,8 +209,11 @@ class RoundBook:
     def next_deadline(self) -> float:
         """Seconds until the earliest round deadline (inf: none)."""
         now = time.monotonic()
-        deadlines = [r.started + r.spec.deadline - now for r in self.rounds.values()
-                     if r.spec.deadline > 0 and not r.finishing]  # fmt: skip
+        deadlines = [
+            r.started + r.spec.deadline - now
+            for r in self.rounds.values()
+            if r.spec.deadline > 0 and not r.finishing
+        ]
         return min(deadlines, default=float("inf"))
 
     def _checkpoint_job(self, rnd: AggregatedRound) -> tuple[Any, ...] | None:

@@ -1,6 +1,7 @@
 """Link state: the store Protocol, its writer thread, in-memory and SQLite stores."""
 
 from ._memory import InMemoryStore
+from ._open import open_store
 from ._protocol import LinkStore, RunRow, StoreError, StoreReader
 from ._schema import SCHEMA_VERSION
 from ._sqlite import SqliteReader, SqliteStore
@@ -16,4 +17,5 @@ __all__ = [
     "StoreError",
     "StoreReader",
     "StoreWriter",
+    "open_store",
 ]

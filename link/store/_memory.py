@@ -183,10 +183,8 @@ class InMemoryStore:
         kind = check_kind(kind)
         with self._locked():
             event_id = next(self._event_ids)
-            self._events.append(
-                {"id": event_id, "at": float(at), "kind": kind, "run_id": run_id,
-                 "node_id": node_id, "data": text}
-            )  # fmt: skip
+            row = EventRow(event_id, float(at), kind, run_id, node_id, {}).as_dict()
+            self._events.append({**row, "data": text})
             return event_id
 
     def events(

@@ -29,15 +29,12 @@ from fedzero.core import FedzeroError
 RUN_STATUSES: Final = frozenset({"running", "finished", "failed", "stopped", "interrupted"})
 """Every value of ``RunRow.status``; ``interrupted`` means the link died while it ran."""
 
-RUN_FIELDS: Final = frozenset(
-    {
-        "status", "run_config", "app", "ended_at", "error", "traceback", "rounds_done",
-        "nodes", "messages_sent", "replies", "failures", "bytes_in", "bytes_out",
-    }
-)  # fmt: skip
-"""Fields :meth:`LinkStore.update_run` accepts."""
-
 _COUNTERS: Final = ("rounds_done", "messages_sent", "replies", "failures", "bytes_in", "bytes_out")
+
+RUN_FIELDS: Final = frozenset(
+    {"status", "run_config", "app", "ended_at", "error", "traceback", "nodes", *_COUNTERS}
+)
+"""Fields :meth:`LinkStore.update_run` accepts."""
 _MAX_KIND_LEN: Final = 64
 
 

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import queue
+import threading
 from typing import Any
 
 import numpy as np
 import pytest
-import zmq
 
 from fedzero.link.rounds import AggregateSpec, FoldWorker
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_a_begin_queued_behind_folds_of_another_round_stays_ahead_of_its_own(
-    zmq_context: zmq.Context[Any],
-) -> None:
-    wake = zmq_context.socket(zmq.PULL)
-    wake.bind("inproc://fold-wake")
+def test_a_begin_queued_behind_folds_of_another_round_stays_ahead_of_its_own() -> None:
+    notified = threading.Event()
     # warm=True: the worker compiles its kernels first, so every job below is queued
     # before it takes any, in this order (the interleaving of two concurrent runs).
-    worker = FoldWorker(zmq_context, "inproc://fold-wake", warm=True)
+    worker = FoldWorker(notified.set, warm=True)
     try:
         ref = {"w": np.zeros(4, np.float32)}
         spec_a, spec_b = (
@@ -47,8 +44,8 @@ def test_a_begin_queued_behind_folds_of_another_round_stays_ahead_of_its_own(
         assert problems == [None] * 4
         np.testing.assert_array_equal(finished["a"]["w"], np.full(4, 2.0, np.float32))
         np.testing.assert_array_equal(finished["b"]["w"], np.full(4, 15.0, np.float32))
+        assert notified.wait(30)  # the IO thread would have been told
     except queue.Empty:
         pytest.fail("the fold worker did not finish both rounds")
     finally:
         worker.close()
-        wake.close(linger=0)

@@ -386,8 +386,8 @@ def test_lifecycle(source: DictSource) -> None:
     with server:
         port = server.port
         assert port != 0
-        with pytest.raises(RuntimeError, match="already started"):
-            server.start()
+        assert server.start() is server  # idempotent: the same socket, the same port
+        assert server.port == port
     server.stop()  # idempotent
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 2):
         pass
