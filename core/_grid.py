@@ -249,6 +249,7 @@ class Grid:
             group_id=meta.group_id,
             replies=result.replies,
             failures=len(result.failures),
+            errors=list(dict.fromkeys(e.reason for e in result.failures.values()))[:5],
         )
         return result
 

@@ -41,6 +41,8 @@ def local(
     except ConfigurationError as exc:
         typer.echo(f"fedzero local: {exc}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     raise typer.Exit(code)
 
 
@@ -87,10 +89,12 @@ def run_app(
 ) -> None:
     """Bundle the app, submit it to the link, and (with --follow) watch it run."""
     from ..bundles import build_bundle, parse_config_items
+    from ._local import check_run_config
 
     try:
         bundle = build_bundle(app_dir)
         overrides = parse_config_items(run_config or [])
+        check_run_config(overrides, bundle.config)
     except (ConfigurationError, ValueError) as exc:
         typer.echo(f"fedzero run: {exc}", err=True)
         raise typer.Exit(2) from None
