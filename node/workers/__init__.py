@@ -1,6 +1,7 @@
 """Per-run ClientApp worker processes: the pool the agent drives and the worker's own loop."""
 
-from ._pool import WorkerPool, WorkerReply
+from ._channel import WorkerReply
+from ._pool import WorkerPool
 
 __all__ = [
     "WorkerPool",

@@ -5,39 +5,8 @@ and keeps it for the run's whole life. The worker loads the run's ClientApp once
 keeps the run's :class:`~fedzero.core.Context` (so ``context.state`` persists across
 the run's messages), and answers one task at a time.
 
-Agent <-> worker protocol
--------------------------
-
-The agent binds a ROUTER on ``ipc://<private temp dir>/workers``; each worker
-connects a DEALER whose routing id is given on its command line
-(``run-<run_id>-<generation>``). Every ZeroMQ message starts with one control
-frame, a UTF-8 JSON object ``{"fzw": 1, "op": <op>, ...fields}``; a task and a
-reply are followed by the frames of a fedzero Message exactly as
-:func:`fedzero.core.encode` makes them (sent with ``copy=False``, decoded
-zero-copy with :func:`fedzero.core.decode`: no pickle, and the tensor bytes
-cross the ipc hop with one kernel copy).
-
-======================  =====================================================
-worker -> agent         fields
-======================  =====================================================
-``hello``               ``pid``: sent once, on connecting
-``reply``               (none); followed by the reply Message frames
-``fatal``               ``reason``: the worker cannot go on (the app does not
-                        load, a protocol error) and exits with code 2
-======================  =====================================================
-
-======================  =====================================================
-agent -> worker         fields
-======================  =====================================================
-``init``                ``run_id``, ``node_id``, ``node_config``,
-                        ``run_config``, ``app_dir``: answer to ``hello``; the
-                        worker loads the ClientApp and builds the Context
-``update``              ``node_id``, ``run_config``: the agent's view changed
-                        (re-registration, a new ``run`` control message)
-``task``                (none); followed by the task Message frames; answered
-                        by exactly one ``reply``
-``stop``                (none): exit after the current task, with code 0
-======================  =====================================================
+The agent <-> worker protocol (control frames, ops, fields) is documented in
+:mod:`fedzero.node.workers._protocol`.
 
 The worker also exits when its parent process goes away (a watchdog thread
 checks ``os.getppid()``), finishes its current task and exits on SIGTERM, and
@@ -48,7 +17,6 @@ Numba: only ``fedzero.core``, ``fedzero.node`` and the user's ClientApp.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -62,47 +30,21 @@ import zmq
 from fedzero.core import (
     ClientApp,
     Context,
-    DeserializationError,
     Error,
     ErrorCode,
+    ProtocolError,
     configure_logging,
     decode,
     encode,
 )
 from fedzero.core.bundles import load_client_app, read_app_spec
-from fedzero.core.wire import as_memoryview, loads_strict
 
 from .._tasks import handle_message
+from ._protocol import EXIT_FATAL, control_frame, parse_control
 
 log = structlog.get_logger(__name__)
 
-WORKER_PROTOCOL: Final = 1
-"""Version of the agent <-> worker control header (field ``"fzw"``)."""
-
-EXIT_FATAL: Final = 2
-"""Exit code of a worker that could not go on (see the ``fatal`` op)."""
-
 _POLL_MS: Final = 1000
-
-
-def control_frame(op: str, **fields: Any) -> bytes:
-    """Encode one agent <-> worker control frame."""
-    return json.dumps({"fzw": WORKER_PROTOCOL, "op": op, **fields}, separators=(",", ":")).encode()
-
-
-def parse_control(frame: object) -> dict[str, Any]:
-    """Parse an agent <-> worker control frame.
-
-    Raises:
-        DeserializationError: the frame is not a control header of this protocol
-            version (a ``ValueError``).
-    """
-    header = loads_strict(as_memoryview(frame, 0), what="worker control frame")
-    if not isinstance(header, dict) or header.get("fzw") != WORKER_PROTOCOL:
-        raise DeserializationError(f"worker control frame: no fzw={WORKER_PROTOCOL}")
-    if not isinstance(header.get("op"), str):
-        raise DeserializationError("worker control frame: no op")
-    return header
 
 
 def _watch_parent(ppid: int, interval: float, stop: threading.Event) -> None:
@@ -162,12 +104,12 @@ class _Worker:
         elif op == "stop":
             return False
         else:
-            raise ValueError(f"unknown op {op!r:.40}")
+            raise ProtocolError(f"unknown op {op!r:.40}")
         return True
 
     def _need_context(self) -> Context:
         if self._context is None:
-            raise ValueError("a task or update came before init")
+            raise ProtocolError("a task or update came before init")
         return self._context
 
     def _task(self, payload: Sequence[zmq.Frame]) -> None:

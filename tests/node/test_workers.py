@@ -87,8 +87,7 @@ def agent(pool: WorkerPool) -> Agent:
 
 
 def context(run_id: int, **node_config: Any) -> Context:
-    return Context(run_id=run_id, node_id=NODE_ID, node_config=node_config,
-                   run_config={"lr": 0.5})  # fmt: skip
+    return Context(run_id, NODE_ID, node_config=node_config, run_config={"lr": 0.5})
 
 
 def task(run_id: int, n: int = 8, **config: Any) -> Message:
@@ -277,8 +276,8 @@ def test_worker_exits_when_the_agent_dies() -> None:
         sys.stdin.readline()
         os._exit(0)  # no clean-up: the worker must notice on its own
     """)
-    agent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE)  # fmt: skip
+    pipe = subprocess.PIPE
+    agent = subprocess.Popen([sys.executable, "-c", script], stdin=pipe, stdout=pipe)
     try:
         assert agent.stdout is not None
         assert agent.stdin is not None
@@ -324,8 +323,8 @@ def test_round_trip_overhead_against_in_process(agent: Agent) -> None:
         encode(handle_message(app, decode(frames), local_ctx))
         local.append(time.perf_counter() - start)
     p, q = statistics.median(pooled) * 1e3, statistics.median(local) * 1e3
-    print(f"\nworker round trip, 1k float32, median of {rounds}: "
-          f"{p:.3f} ms via worker, {q:.3f} ms in-process, {p - q:.3f} ms extra")  # fmt: skip
+    figures = f"{p:.3f} ms via worker, {q:.3f} ms in-process, {p - q:.3f} ms extra"
+    print(f"\nworker round trip, 1k float32, median of {rounds}: {figures}")
     assert p - q < 5.0  # the system's budget per round
 
 

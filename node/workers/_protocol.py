@@ -1,0 +1,67 @@
+"""The agent <-> worker protocol: control frames between the pool and its workers.
+
+The agent binds a ROUTER on ``ipc://<private temp dir>/workers``; each worker
+connects a DEALER whose routing id is given on its command line
+(``run-<run_id>-<generation>``). Every ZeroMQ message starts with one control
+frame, a UTF-8 JSON object ``{"fzw": 1, "op": <op>, ...fields}``; a task and a
+reply are followed by the frames of a fedzero Message exactly as
+:func:`fedzero.core.encode` makes them (sent with ``copy=False``, decoded
+zero-copy with :func:`fedzero.core.decode`: no pickle, and the tensor bytes
+cross the ipc hop with one kernel copy).
+
+======================  =====================================================
+worker -> agent         fields
+======================  =====================================================
+``hello``               ``pid``: sent once, on connecting
+``reply``               (none); followed by the reply Message frames
+``fatal``               ``reason``: the worker cannot go on (the app does not
+                        load, a protocol error) and exits with code 2
+======================  =====================================================
+
+======================  =====================================================
+agent -> worker         fields
+======================  =====================================================
+``init``                ``run_id``, ``node_id``, ``node_config``,
+                        ``run_config``, ``app_dir``: answer to ``hello``; the
+                        worker loads the ClientApp and builds the Context
+``update``              ``node_id``, ``run_config``: the agent's view changed
+                        (re-registration, a new ``run`` control message)
+``task``                (none); followed by the task Message frames; answered
+                        by exactly one ``reply``
+``stop``                (none): exit after the current task, with code 0
+======================  =====================================================
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from fedzero.core import DeserializationError
+from fedzero.core.wire import as_memoryview, loads_strict
+
+WORKER_PROTOCOL: Final = 1
+"""Version of the agent <-> worker control header (field ``"fzw"``)."""
+
+EXIT_FATAL: Final = 2
+"""Exit code of a worker that could not go on (see the ``fatal`` op)."""
+
+
+def control_frame(op: str, **fields: Any) -> bytes:
+    """Encode one agent <-> worker control frame."""
+    return json.dumps({"fzw": WORKER_PROTOCOL, "op": op, **fields}, separators=(",", ":")).encode()
+
+
+def parse_control(frame: object) -> dict[str, Any]:
+    """Parse an agent <-> worker control frame.
+
+    Raises:
+        DeserializationError: the frame is not a control header of this protocol
+            version (a ``ValueError``).
+    """
+    header = loads_strict(as_memoryview(frame, 0), what="worker control frame")
+    if not isinstance(header, dict) or header.get("fzw") != WORKER_PROTOCOL:
+        raise DeserializationError(f"worker control frame: no fzw={WORKER_PROTOCOL}")
+    if not isinstance(header.get("op"), str):
+        raise DeserializationError("worker control frame: no op")
+    return header
