@@ -115,15 +115,29 @@ def run_app(
         typer.echo(f"run {run_id} submitted: {bundle.name} (bundle {bundle.hash[:12]})")
         if not follow:
             return
+        empty: list[dict[str, Any]] = []  # rounds that aggregated no reply
         for event in client.follow_logs(run_id):
             typer.echo(_event_line(event))
+            data = event.get("data") or {}
+            if event["kind"] == "round_aggregated" and data.get("replies") == 0:
+                empty.append(data)
         _, header = client.request("list_runs", limit=1000)
     row: dict[str, Any] = next((r for r in header["runs"] if r["run_id"] == run_id), {})
     typer.echo(
         f"run {run_id}: {row.get('status', 'unknown')}"
         + (f" ({row['error']})" if row.get("error") else "")
     )
-    raise typer.Exit(0 if row.get("status") == "finished" else 1)
+    if empty:
+        _report_empty_rounds(empty)
+    raise typer.Exit(0 if row.get("status") == "finished" and not empty else 1)
+
+
+def _report_empty_rounds(empty: list[dict[str, Any]]) -> None:
+    """Say that rounds aggregated nothing, with the first distinct node errors."""
+    typer.echo(f"{len(empty)} round(s) aggregated no reply (first: round {empty[0].get('round')})")
+    reasons = dict.fromkeys(r for data in empty for r in (data.get("failed") or {}).values())
+    for reason in list(reasons)[:3]:
+        typer.echo(f"  node error: {reason}")
 
 
 @app.command("ls")
