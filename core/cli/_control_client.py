@@ -28,7 +28,7 @@ from typing import Any
 import zmq
 
 from .. import ConfigurationError, CurveKeys, FedzeroTimeoutError, ProtocolError
-from ..runtime import DEFAULT_CONTROL_ADDRESS, apply_client_curve
+from ..runtime import DEFAULT_CONTROL_ADDRESS, apply_client_curve, zmq_errors
 from ..wire import control, parse_envelope
 
 
@@ -47,6 +47,7 @@ def resolve_connection(link: str | None, federation: str | None) -> tuple[str, C
     """
     profile = {} if link else _profile(federation)
     address = link or str(profile.get("address", DEFAULT_CONTROL_ADDRESS))
+    _check_address(address)
     secret = os.environ.get("FEDZERO_CURVE_SECRET_KEY") or profile.get("curve-secret-key")
     server = os.environ.get("FEDZERO_LINK_PUBLIC_KEY") or profile.get("link-public-key")
     if not secret and not server:
@@ -54,6 +55,17 @@ def resolve_connection(link: str | None, federation: str | None) -> tuple[str, C
     if not (secret and server):
         raise ConfigurationError("curve-secret-key and link-public-key go together")
     return address, CurveKeys.load(str(secret), str(server))
+
+
+def _check_address(address: str) -> None:
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        hint = f"; did you mean tcp://{address}?" if ":" in address else ""
+        raise ConfigurationError(
+            f"link address {address!r} has no scheme (tcp://, ipc:// or inproc://){hint}"
+        )
+    if scheme not in ("tcp", "ipc", "inproc") or not rest:
+        raise ConfigurationError(f"link address {address!r}: use tcp://, ipc:// or inproc://")
 
 
 def resolve_address(link: str | None, federation: str | None) -> str:
@@ -95,7 +107,8 @@ class ControlClient:
         self._sock.setsockopt(zmq.LINGER, 0)
         if curve is not None:
             apply_client_curve(self._sock, curve)
-        self._sock.connect(address)
+        with zmq_errors("connect to the link's control endpoint", address):
+            self._sock.connect(address)
 
     def close(self) -> None:
         """Close the connection."""
