@@ -1,29 +1,11 @@
-"""Strategies, Numba aggregation kernels, streaming accumulators and server optimizers.
+"""Strategies (Flower's names and semantics) and the server optimizers they use.
 
-Kernels (validating wrappers around ``@njit`` loops) fold client arrays of
-float16, bfloat16, float32 or float64 into float32/float64 accumulators.
-Accumulators validate every update before it touches their state. Call
-:func:`warmup` once at start-up to compile everything ahead of the first round.
+A ServerApp imports these; they run without Numba (the link does the folding).
+The Numba kernels and streaming accumulators the link folds replies with are in
+:mod:`fedzero.aggregation.kernels`.
 """
 
-from ._accumulators import Accumulator, UpdateRejected, WeightedMeanAccumulator
-from ._accumulators_robust import KrumAccumulator, MedianAccumulator, TrimmedMeanAccumulator
-from ._config import get_num_threads, set_num_threads
 from ._metrics import weighted_metrics_mean
-from ._ops import (
-    ACCUMULATOR_DTYPES,
-    INPUT_DTYPES,
-    all_finite,
-    clip_by_norm,
-    clip_factor,
-    krum_scores,
-    krum_select,
-    l2_norm,
-    pairwise_sq_distances,
-    weighted_fold,
-    weighted_fold_many,
-)
-from ._robust import TrimmedMeanState, coordinate_median, trimmed_mean
 from ._server_opt import ServerAdagrad, ServerAdam, ServerMomentum, ServerYogi
 from ._strategies import (
     DifferentialPrivacyClientSideFixedClipping,
@@ -40,12 +22,8 @@ from ._strategies import (
     MultiKrum,
 )
 from ._strategy import FixedClipping, Result, Strategy
-from ._warmup import warmup
 
 __all__ = [
-    "ACCUMULATOR_DTYPES",
-    "INPUT_DTYPES",
-    "Accumulator",
     "DifferentialPrivacyClientSideFixedClipping",
     "DifferentialPrivacyServerSideFixedClipping",
     "FedAdagrad",
@@ -58,8 +36,6 @@ __all__ = [
     "FedYogi",
     "FixedClipping",
     "Krum",
-    "KrumAccumulator",
-    "MedianAccumulator",
     "MultiKrum",
     "Result",
     "ServerAdagrad",
@@ -67,23 +43,5 @@ __all__ = [
     "ServerMomentum",
     "ServerYogi",
     "Strategy",
-    "TrimmedMeanAccumulator",
-    "TrimmedMeanState",
-    "UpdateRejected",
-    "WeightedMeanAccumulator",
-    "all_finite",
-    "clip_by_norm",
-    "clip_factor",
-    "coordinate_median",
-    "get_num_threads",
-    "krum_scores",
-    "krum_select",
-    "l2_norm",
-    "pairwise_sq_distances",
-    "set_num_threads",
-    "trimmed_mean",
-    "warmup",
-    "weighted_fold",
-    "weighted_fold_many",
     "weighted_metrics_mean",
 ]

@@ -1,28 +1,45 @@
 """Server-side optimizers applied to the aggregated update (Reddi et al. 2021; Hsu et al. 2019).
 
 Each optimizer keeps its state (moments) per array name across rounds and turns
-``(current model, aggregated model)`` into the next model in one fused parallel
-pass per array. Formulas and defaults follow Flower's FedAdam, FedYogi,
-FedAdagrad and FedAvgM. Arithmetic runs in float64 for float64 models, float32
-otherwise (state arrays use the same dtype), and results are cast back to the
-model dtype.
+``(current model, aggregated model)`` into the next model. Formulas and defaults
+follow Flower's FedAdam, FedYogi, FedAdagrad and FedAvgM. State arrays are
+float64 for float64 models, float32 otherwise (the "work dtype"), and results are
+cast back to the model dtype.
+
+They run in the ServerApp process, in NumPy (no Numba there), one cache-sized
+chunk at a time so temporaries stay small. Per element the arithmetic is the one
+the Numba kernels they replaced did, bit for bit: differences and squares in the
+work dtype, moments and the step in float64, rounded once when stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
-from . import _kernels as k
-from ._config import parallel_launch
-from ._robust import default_accumulator_dtype
+from ._dtypes import default_accumulator_dtype
 
 __all__ = ["ServerAdagrad", "ServerAdam", "ServerMomentum", "ServerYogi"]
 
 Arrays = Mapping[str, Any]
+Work = npt.NDArray[np.floating[Any]]
+Wide = npt.NDArray[np.float64]
+
+_CHUNK: Final = 1 << 16
+"""Coordinates per NumPy pass: a chunk's float64 temporaries stay in cache."""
+
+
+def _chunks(n: int) -> Iterator[slice]:
+    return (slice(start, start + _CHUNK) for start in range(0, n, _CHUNK))
+
+
+def _f64(x: Work) -> Wide:
+    wide: Wide = x.astype(np.float64, copy=False)
+    return wide
 
 
 def _work(name: str, current: Arrays, aggregated: Arrays) -> tuple[np.ndarray, np.ndarray]:
@@ -58,10 +75,12 @@ class _FedOpt:
     tau: float
     m_t: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     v_t: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    _kind = k.OPT_ADAM
 
     def _eta(self, server_round: int) -> float:
         return self.eta
+
+    def _second_moment(self, v: Work, d2: Work) -> Wide:
+        raise NotImplementedError
 
     def step(
         self, current: Arrays, aggregated: Arrays, server_round: int = 1
@@ -84,13 +103,21 @@ class _FedOpt:
             m = self.m_t.setdefault(name, np.zeros_like(x))
             v = self.v_t.setdefault(name, np.zeros_like(x))
             new = np.empty_like(x)
-            with parallel_launch():
-                k.fedopt_step(
-                    x, agg, m, v, new, self.beta_1, self.beta_2, eta, self.tau, self._kind
-                )
+            with np.errstate(all="ignore"):  # NaN/inf propagate, as in Flower
+                for part in _chunks(x.shape[0]):
+                    self._update(x[part], agg[part], m[part], v[part], new[part], eta)
             src = np.asarray(current[name])
             out[name] = new.reshape(src.shape).astype(src.dtype, copy=False)
         return out
+
+    def _update(self, x: Work, agg: Work, m: Work, v: Work, out: Work, eta: float) -> None:
+        """``m = b1*m + (1-b1)*delta``, ``v`` per optimizer, ``out = x + eta*m/(sqrt(v)+tau)``."""
+        delta = agg - x
+        m_new = self.beta_1 * _f64(m) + (1.0 - self.beta_1) * _f64(delta)
+        v_new = self._second_moment(v, delta * delta)
+        m[...] = m_new
+        v[...] = v_new
+        out[...] = _f64(x) + eta * m_new / (np.sqrt(v_new) + self.tau)
 
 
 @dataclass
@@ -106,11 +133,13 @@ class ServerAdam(_FedOpt):
     beta_1: float = 0.9
     beta_2: float = 0.99
     tau: float = 1e-9
-    _kind = k.OPT_ADAM
 
     def _eta(self, server_round: int) -> float:
         t = server_round + 1.0
         return float(self.eta * np.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t))
+
+    def _second_moment(self, v: Work, d2: Work) -> Wide:
+        return self.beta_2 * _f64(v) + (1.0 - self.beta_2) * _f64(d2)
 
 
 @dataclass
@@ -122,7 +151,9 @@ class ServerYogi(_FedOpt):
     beta_1: float = 0.9
     beta_2: float = 0.99
     tau: float = 1e-3
-    _kind = k.OPT_YOGI
+
+    def _second_moment(self, v: Work, d2: Work) -> Wide:
+        return _f64(v) - (1.0 - self.beta_2) * _f64(d2) * np.sign(v - d2)
 
 
 @dataclass
@@ -134,7 +165,9 @@ class ServerAdagrad(_FedOpt):
     beta_1: float = 0.0
     beta_2: float = 0.0
     tau: float = 1e-9
-    _kind = k.OPT_ADAGRAD
+
+    def _second_moment(self, v: Work, d2: Work) -> Wide:
+        return _f64(v + d2)  # the sum in the work dtype, like the kernel it replaced
 
 
 @dataclass
@@ -164,10 +197,17 @@ class ServerMomentum:
             first = name not in self.momentum_vector
             mom = self.momentum_vector.setdefault(name, np.zeros_like(x))
             new = np.empty_like(x)
-            with parallel_launch():
-                k.momentum_step(
-                    x, agg, mom, new, self.server_learning_rate, self.server_momentum, first
-                )
+            with np.errstate(all="ignore"):  # NaN/inf propagate, as in Flower
+                for part in _chunks(x.shape[0]):
+                    self._update(x[part], agg[part], mom[part], new[part], first)
             src = np.asarray(current[name])
             out[name] = new.reshape(src.shape).astype(src.dtype, copy=False)
         return out
+
+    def _update(self, x: Work, agg: Work, mom: Work, out: Work, first: bool) -> None:
+        """``g = x - agg`` (``beta*mom + g`` after the first step); ``out = x - lr*g``."""
+        g = _f64(x - agg)
+        if self.server_momentum > 0.0 and not first:
+            g = self.server_momentum * _f64(mom) + g
+        mom[...] = g
+        out[...] = _f64(x) - self.server_learning_rate * g

@@ -98,8 +98,11 @@ class MultiKrum(Strategy):
 
     def aggregate_spec(self) -> dict[str, Any]:
         """Multi-Krum on the link."""
-        return {"method": "multikrum", "num_malicious": int(self.num_malicious_nodes),
-                "num_selected": int(self.num_nodes_to_select)}  # fmt: skip
+        return {
+            "method": "multikrum",
+            "num_malicious": int(self.num_malicious_nodes),
+            "num_selected": int(self.num_nodes_to_select),
+        }
 
 
 def _apply(
@@ -147,8 +150,8 @@ class _FedOptStrategy(Strategy):
     ) -> ArrayRecord:
         """Apply the adaptive server step to the aggregate."""
         if self._opt is None:
-            self._opt = self._optimizer(eta=self.eta, eta_l=self.eta_l, beta_1=self.beta_1,
-                                        beta_2=self.beta_2, tau=self.tau)  # fmt: skip
+            hyper = {k: getattr(self, k) for k in ("eta", "eta_l", "beta_1", "beta_2", "tau")}
+            self._opt = self._optimizer(**hyper)
         return _apply(self._opt, server_round, current, aggregated)
 
 
@@ -220,8 +223,9 @@ class DifferentialPrivacyClientSideFixedClipping(DifferentialPrivacyServerSideFi
 
     def start(self, grid: Any, initial_arrays: ArrayRecord, **kwargs: Any) -> Result:
         """Run the wrapped strategy with client-side clipping and server noise."""
-        policy = FixedClipping(self.noise_multiplier, self.clipping_norm, self.num_sampled_clients,
-                               client_side=True)  # fmt: skip
+        policy = FixedClipping(
+            self.noise_multiplier, self.clipping_norm, self.num_sampled_clients, client_side=True
+        )
         return dataclasses.replace(self.strategy, privacy=policy).start(
             grid, initial_arrays, **kwargs
         )

@@ -20,6 +20,7 @@ import structlog
 from fedzero.core import (
     ArrayRecord,
     ConfigRecord,
+    ConfigurationError,
     Error,
     Grid,
     Message,
@@ -56,6 +57,17 @@ class Result:
     round_seconds: dict[int, float] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Session:
+    """What every round of one :meth:`Strategy.start` call works with."""
+
+    grid: Grid
+    result: Result
+    timeout: float | None
+    train_config: ConfigRecord | None
+    evaluate_config: ConfigRecord | None
+
+
 @dataclasses.dataclass
 class Strategy:
     """Federated averaging, and the base of every strategy here (FedAvg semantics).
@@ -73,6 +85,10 @@ class Strategy:
             are in when the timeout passes (default: wait for every node).
         accumulator: ``"float32"`` or ``"float64"`` sums ("" picks by dtype).
         seed: seed for node sampling (None: random).
+        privacy: differential-privacy policy (the DP wrappers set it).
+
+    Raises:
+        ConfigurationError: on a fraction outside [0, 1] or a negative minimum.
     """
 
     fraction_train: float = 1.0
@@ -96,10 +112,10 @@ class Strategy:
         for name in ("fraction_train", "fraction_evaluate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
+                raise ConfigurationError(f"{name} must be in [0, 1], got {value}")
         for name in ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)}")
         self._rng = random.Random(self.seed)  # noqa: S311 - sampling, not crypto
         self._noise = np.random.default_rng(self.seed)
 
@@ -148,14 +164,15 @@ class Strategy:
             The final model and the history.
         """
         result = Result(arrays=initial_arrays)
+        session = _Session(grid, result, timeout, train_config, evaluate_config)
         self._central(evaluate_fn, 0, initial_arrays, result)
         for server_round in range(1, num_rounds + 1):
             started = time.monotonic()
-            arrays = self._train_round(grid, server_round, result, timeout, train_config)
+            arrays = self._train_round(session, server_round)
             result.round_seconds[server_round] = time.monotonic() - started
             if arrays is not None:
                 result.arrays = arrays
-            self._evaluate_round(grid, server_round, result, timeout, evaluate_config)
+            self._evaluate_round(session, server_round)
             self._central(evaluate_fn, server_round, result.arrays, result)
             grid.report(server_round, _round_summary(result, server_round))
         return result
@@ -165,32 +182,23 @@ class Strategy:
         size = min(len(available), max(int(len(available) * fraction), minimum))
         return sorted(self._rng.sample(available, size))
 
-    def _train_round(self, grid: Grid, server_round: int, result: Result, timeout: float | None,
-                     config: ConfigRecord | None) -> ArrayRecord | None:  # fmt: skip
-        nodes = self._sample(grid, self.fraction_train, self.min_train_nodes)
+    def _train_round(self, session: _Session, server_round: int) -> ArrayRecord | None:
+        nodes = self._sample(session.grid, self.fraction_train, self.min_train_nodes)
         if not nodes:
             log.warning("no_nodes_for_training", round=server_round)
             return None
-        content = RecordDict({
-            self.arrayrecord_key: result.arrays,
-            self.configrecord_key: self.train_config(server_round, config or ConfigRecord()),
-        })  # fmt: skip
-        messages = [
-            grid.create_message(content, "train", n, group_id=str(server_round)) for n in nodes
-        ]
+        config = self.train_config(server_round, session.train_config or ConfigRecord())
         if self.privacy is not None and self.privacy.client_side:
-            content[self.configrecord_key]["clipping-norm"] = float(self.privacy.clipping_norm)
-        spec = {**self.aggregate_spec(), "arrays_key": self.arrayrecord_key,
-                "weight_key": self.weighted_by_key, "accumulator": self.accumulator,
-                "min_replies": self.min_train_replies}  # fmt: skip
-        if self.privacy is not None and not self.privacy.client_side:
-            spec["clip_norm"] = float(self.privacy.clipping_norm)
-        outcome = grid.send_and_receive(messages, aggregate=spec, timeout=timeout)
+            config["clipping-norm"] = float(self.privacy.clipping_norm)
+        messages = self._messages(session, "train", nodes, server_round, config)
+        spec = self._train_spec()
+        outcome = session.grid.send_and_receive(messages, aggregate=spec, timeout=session.timeout)
+        result = session.result
         result.train_metrics_clientapp[server_round] = outcome.metrics
         if outcome.failures:
             result.train_failures[server_round] = outcome.failures
-        log.info("train_round_done", round=server_round, replies=outcome.replies,
-                 failures=len(outcome.failures))  # fmt: skip
+        failures = len(outcome.failures)
+        log.info("train_round_done", round=server_round, replies=outcome.replies, failures=failures)
         if outcome.arrays is None:
             return None
         aggregated = outcome.arrays
@@ -198,21 +206,50 @@ class Strategy:
             aggregated = self.privacy.add_noise(aggregated, self._noise)
         return self.update_global(server_round, result.arrays, aggregated)
 
-    def _evaluate_round(self, grid: Grid, server_round: int, result: Result, timeout: float | None,
-                        config: ConfigRecord | None) -> None:  # fmt: skip
+    def _train_spec(self) -> dict[str, Any]:
+        """The aggregate spec of a train round: the method plus this strategy's keys."""
+        spec = {
+            **self.aggregate_spec(),
+            "arrays_key": self.arrayrecord_key,
+            "weight_key": self.weighted_by_key,
+            "accumulator": self.accumulator,
+            "min_replies": self.min_train_replies,
+        }
+        if self.privacy is not None and not self.privacy.client_side:
+            spec["clip_norm"] = float(self.privacy.clipping_norm)
+        return spec
+
+    def _messages(
+        self,
+        session: _Session,
+        message_type: str,
+        nodes: list[int],
+        server_round: int,
+        config: ConfigRecord,
+    ) -> list[Message]:
+        """One message per node with the current model, all sharing one content.
+
+        The link receives the shared content once and fans it out.
+        """
+        records: dict[str, ArrayRecord | ConfigRecord] = {
+            self.arrayrecord_key: session.result.arrays,
+            self.configrecord_key: config,
+        }
+        content = RecordDict(records)
+        group = str(server_round)
+        create = session.grid.create_message
+        return [create(content, message_type, n, group_id=group) for n in nodes]
+
+    def _evaluate_round(self, session: _Session, server_round: int) -> None:
         if self.fraction_evaluate <= 0:
             return
-        nodes = self._sample(grid, self.fraction_evaluate, self.min_evaluate_nodes)
-        content = RecordDict({
-            self.arrayrecord_key: result.arrays,
-            self.configrecord_key: ConfigRecord({**(config or {}), "server-round": server_round}),
-        })  # fmt: skip
-        messages = [
-            grid.create_message(content, "evaluate", n, group_id=str(server_round)) for n in nodes
-        ]
-        replies = [r for r in grid.send_and_receive(messages, timeout=timeout) if r.has_content()]
-        metrics = _average_metrics(replies, self.weighted_by_key)
-        result.evaluate_metrics_clientapp[server_round] = metrics
+        nodes = self._sample(session.grid, self.fraction_evaluate, self.min_evaluate_nodes)
+        config = ConfigRecord({**(session.evaluate_config or {}), "server-round": server_round})
+        messages = self._messages(session, "evaluate", nodes, server_round, config)
+        replies = session.grid.send_and_receive(messages, timeout=session.timeout)
+        answered = [r for r in replies if r.has_content()]
+        metrics = _average_metrics(answered, self.weighted_by_key)
+        session.result.evaluate_metrics_clientapp[server_round] = metrics
 
     def _central(
         self, fn: EvaluateFn | None, server_round: int, arrays: ArrayRecord, result: Result
@@ -276,7 +313,7 @@ class FixedClipping:
 
     def __post_init__(self) -> None:
         if self.noise_multiplier < 0 or self.clipping_norm <= 0 or self.num_sampled_clients < 1:
-            raise ValueError(
+            raise ConfigurationError(
                 "need noise_multiplier >= 0, clipping_norm > 0, num_sampled_clients >= 1"
             )
 

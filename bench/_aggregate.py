@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from fedzero.aggregation import (
+from fedzero.aggregation.kernels import (
+    MEDIAN_CHUNK,
     coordinate_median,
     get_num_threads,
     krum_select,
@@ -47,7 +48,6 @@ from fedzero.aggregation import (
     weighted_fold,
     weighted_fold_many,
 )
-from fedzero.aggregation._kernels_robust import MEDIAN_CHUNK  # the aggregation helper moves this
 
 from ._stats import Summary, machine
 
@@ -116,66 +116,104 @@ def _flower() -> Any:
     return aggregate
 
 
-def _cases(stack: np.ndarray, layers: list[slice], weights: list[float]) -> list[_Case]:
-    k, p = stack.shape
-    acc_item = 8 if stack.dtype == np.float64 else 4
-    threads = get_num_threads()
-    clients = [[stack[j, s] for s in layers] for j in range(k)]
-    accs = [np.zeros(s.stop - s.start, np.float64 if acc_item == 8 else np.float32) for s in layers]
-    w = np.asarray(weights)
+class _Ours:
+    """Our kernels over the clients' layers, as the link calls them."""
 
-    def fedavg_single() -> None:
-        for j in range(k):
-            for acc, x in zip(accs, clients[j], strict=True):
-                weighted_fold(acc, x, weights[j])
+    def __init__(self, stack: np.ndarray, layers: list[slice], weights: list[float]) -> None:
+        acc_dtype = np.float64 if stack.dtype == np.float64 else np.float32
+        self.clients = [[stack[j, s] for s in layers] for j in range(stack.shape[0])]
+        self.accs = [np.zeros(s.stop - s.start, acc_dtype) for s in layers]
+        self.weights = weights
 
-    def fedavg_multi() -> None:
-        for li, acc in enumerate(accs):
-            weighted_fold_many(acc, [clients[j][li] for j in range(k)], weights)
+    def _layer(self, li: int) -> list[np.ndarray]:
+        return [c[li] for c in self.clients]
 
-    def trimmed(beta: float) -> Callable[[], object]:
-        return lambda: [trimmed_mean([c[li] for c in clients], beta) for li in range(len(layers))]
+    def fedavg_single(self) -> None:
+        for client, w in zip(self.clients, self.weights, strict=True):
+            for acc, x in zip(self.accs, client, strict=True):
+                weighted_fold(acc, x, w)
 
-    def sort_slice(beta: float) -> Callable[[], object]:
-        cut = int(beta * k)
-        return lambda: [np.sort(stack[:, s], axis=0)[cut : k - cut].mean(axis=0) for s in layers]
+    def fedavg_multi(self) -> None:
+        for li, acc in enumerate(self.accs):
+            weighted_fold_many(acc, self._layer(li), self.weights)
 
-    def median() -> object:
-        return [coordinate_median([c[li] for c in clients]) for li in range(len(layers))]
+    def trimmed(self, beta: float) -> Callable[[], object]:
+        return lambda: [trimmed_mean(self._layer(li), beta) for li in range(len(self.accs))]
 
-    def krum() -> object:
-        dist = sum(pairwise_sq_distances([c[li] for c in clients]) for li in range(len(layers)))
+    def median(self) -> object:
+        return [coordinate_median(self._layer(li)) for li in range(len(self.accs))]
+
+    def krum(self) -> object:
+        dist = sum(pairwise_sq_distances(self._layer(li)) for li in range(len(self.accs)))
         return krum_select(np.asarray(dist), 1, 1)
 
-    def numpy_krum() -> object:
-        flat = stack.astype(np.float64)
+
+class _Numpy:
+    """The obvious NumPy way to compute the same aggregates."""
+
+    def __init__(self, stack: np.ndarray, layers: list[slice], weights: list[float]) -> None:
+        self.stack = stack
+        self.layers = layers
+        self.weights = np.asarray(weights)
+
+    def average(self) -> object:
+        return np.average(self.stack, 0, self.weights)
+
+    def sort_slice(self, beta: float) -> Callable[[], object]:
+        k = self.stack.shape[0]
+        cut = int(beta * k)
+        return lambda: [
+            np.sort(self.stack[:, s], axis=0)[cut : k - cut].mean(axis=0) for s in self.layers
+        ]
+
+    def median(self) -> object:
+        return np.median(self.stack, axis=0)
+
+    def krum(self) -> object:
+        flat = self.stack.astype(np.float64)
         sq = (flat * flat).sum(axis=1)
         dist = sq[:, None] + sq[None, :] - 2 * flat @ flat.T
         return krum_select(dist, 1, 1)
 
-    b1 = 1.0 / k
+
+def _flower_cases(
+    stack: np.ndarray, layers: list[slice], weights: list[float], b1: float
+) -> dict[str, Callable[[], object]]:
+    """Flower's aggregate functions on the same inputs, if Flower is installed."""
     fl = _flower()
-    fl_results = [([stack[j, s] for s in layers], int(weights[j])) for j in range(k)]
+    if fl is None:
+        return {}
+    results = [([stack[j, s] for s in layers], int(w)) for j, w in enumerate(weights)]
+    return {
+        "fedavg": lambda: fl.aggregate(results),
+        "trimmed b1": lambda: fl.aggregate_trimmed_avg(results, b1),
+        "trimmed 0.2": lambda: fl.aggregate_trimmed_avg(results, 0.2),
+        "median": lambda: fl.aggregate_median(results),
+        "krum": lambda: fl.aggregate_krum(results, 1, 0),
+    }
+
+
+def _cases(stack: np.ndarray, layers: list[slice], weights: list[float]) -> list[_Case]:
+    k, p = stack.shape
+    acc_item = 8 if stack.dtype == np.float64 else 4
     model = p * acc_item
-
-    def average() -> object:
-        return np.average(stack, 0, w)
-
+    b1 = 1.0 / k
+    ours, ref = _Ours(stack, layers, weights), _Numpy(stack, layers, weights)
+    fl = _flower_cases(stack, layers, weights, b1)
+    trim_bytes = (2 * int(0.2 * k) + 2) * model
+    median_bytes = model + get_num_threads() * k * MEDIAN_CHUNK * acc_item
+    krum_bytes = 8 * k * k * (len(layers) + 1)
+    avg = (ref.average, "np.average")
+    trim_b1 = (ours.trimmed(b1), 4 * model, ref.sort_slice(b1), "sort+slice")
+    trim_02 = (ours.trimmed(0.2), trim_bytes, ref.sort_slice(0.2), "sort+slice")
     return [
-        _Case("fedavg single-fold", fedavg_single, model, average, "np.average",
-              (lambda: fl.aggregate(fl_results)) if fl else None),
-        _Case("fedavg multi-fold", fedavg_multi, model, average, "np.average"),
-        _Case("trimmed mean b=1", trimmed(b1), 4 * model, sort_slice(b1), "sort+slice",
-              (lambda: fl.aggregate_trimmed_avg(fl_results, b1)) if fl else None),
-        _Case("trimmed mean beta=0.2", trimmed(0.2), (2 * int(0.2 * k) + 2) * model,
-              sort_slice(0.2), "sort+slice",
-              (lambda: fl.aggregate_trimmed_avg(fl_results, 0.2)) if fl else None),
-        _Case("median", median, model + threads * k * MEDIAN_CHUNK * acc_item,
-              lambda: np.median(stack, axis=0), "np.median",
-              (lambda: fl.aggregate_median(fl_results)) if fl else None),
-        _Case("krum (f=1)", krum, 8 * k * k * (len(layers) + 1), numpy_krum, "numpy gram",
-              (lambda: fl.aggregate_krum(fl_results, 1, 0)) if fl else None),
-    ]  # fmt: skip
+        _Case("fedavg single-fold", ours.fedavg_single, model, *avg, fl.get("fedavg")),
+        _Case("fedavg multi-fold", ours.fedavg_multi, model, *avg),
+        _Case("trimmed mean b=1", *trim_b1, fl.get("trimmed b1")),
+        _Case("trimmed mean beta=0.2", *trim_02, fl.get("trimmed 0.2")),
+        _Case("median", ours.median, median_bytes, ref.median, "np.median", fl.get("median")),
+        _Case("krum (f=1)", ours.krum, krum_bytes, ref.krum, "numpy gram", fl.get("krum")),
+    ]
 
 
 def _gbps(nbytes: int, s: Summary) -> dict[str, float]:
@@ -184,6 +222,30 @@ def _gbps(nbytes: int, s: Summary) -> dict[str, float]:
         "min": nbytes / s.max / 1e9,
         "max": nbytes / s.min / 1e9,
     }
+
+
+def _measure(
+    case: _Case, nbytes: int, copy: Summary, runs: int, *, references: bool
+) -> dict[str, Any]:
+    """Time one kernel (and its references) and measure its extra memory."""
+    ours = _time(case.ours, runs)
+    entry: dict[str, Any] = {
+        "kernel": case.name,
+        "seconds": ours.as_dict(),
+        "gb_per_s": _gbps(nbytes, ours),
+        "vs_copy": copy.median / ours.median,
+        "extra_bytes_analytic": case.analytic_bytes,
+        "extra_bytes_measured": _peak_extra(case.ours),
+    }
+    if references and case.reference is not None:
+        ref = _time(case.reference, max(1, min(runs, 3)))
+        entry["reference"] = {"name": case.reference_name, "gb_per_s": _gbps(nbytes, ref)}
+        entry["speedup_vs_reference"] = ref.median / ours.median
+        entry["reference"]["extra_bytes_measured"] = _peak_extra(case.reference)
+    if references and case.flower is not None:
+        fl = _time(case.flower, max(1, min(runs, 3)))
+        entry["flower"] = {"gb_per_s": _gbps(nbytes, fl)}
+    return entry
 
 
 def run_aggregate_bench(
@@ -217,26 +279,8 @@ def run_aggregate_bench(
             np.copyto(dst, row)
 
     copy = _time(copy_all, runs)
-    results = []
-    for case in _cases(stack, _layers(params, layers), weights):
-        ours = _time(case.ours, runs)
-        entry: dict[str, Any] = {
-            "kernel": case.name,
-            "seconds": ours.as_dict(),
-            "gb_per_s": _gbps(nbytes, ours),
-            "vs_copy": copy.median / ours.median,
-            "extra_bytes_analytic": case.analytic_bytes,
-            "extra_bytes_measured": _peak_extra(case.ours),
-        }
-        if references and case.reference is not None:
-            ref = _time(case.reference, max(1, min(runs, 3)))
-            entry["reference"] = {"name": case.reference_name, "gb_per_s": _gbps(nbytes, ref)}
-            entry["speedup_vs_reference"] = ref.median / ours.median
-            entry["reference"]["extra_bytes_measured"] = _peak_extra(case.reference)
-        if references and case.flower is not None:
-            fl = _time(case.flower, max(1, min(runs, 3)))
-            entry["flower"] = {"gb_per_s": _gbps(nbytes, fl)}
-        results.append(entry)
+    cases = _cases(stack, _layers(params, layers), weights)
+    results = [_measure(case, nbytes, copy, runs, references=references) for case in cases]
     return {
         "benchmark": "aggregate",
         "clients": clients,
@@ -261,7 +305,7 @@ def _rows(report: dict[str, Any]) -> list[list[str]]:
     rows = [["copy (np.copyto)", _fmt(report["copy_gb_per_s"]), "1.00", "", "", "", ""]]
     for r in report["results"]:
         ref = r.get("reference")
-        rows.append([
+        row = [
             r["kernel"],
             _fmt(r["gb_per_s"]),
             f"{r['vs_copy']:.2f}",
@@ -269,7 +313,8 @@ def _rows(report: dict[str, Any]) -> list[list[str]]:
             f"{r['speedup_vs_reference']:.1f}x" if ref else "-",
             f"{r['flower']['gb_per_s']['median']:.2f}" if "flower" in r else "-",
             f"{r['extra_bytes_analytic'] / 1e6:.0f} / {r['extra_bytes_measured'] / 1e6:.0f}",
-        ])  # fmt: skip
+        ]
+        rows.append(row)
     return rows
 
 

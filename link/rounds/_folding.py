@@ -14,7 +14,8 @@ from typing import Any, Final
 import numpy as np
 import structlog
 
-from fedzero.aggregation import (
+from fedzero.aggregation import weighted_metrics_mean
+from fedzero.aggregation.kernels import (
     INPUT_DTYPES,
     Accumulator,
     KrumAccumulator,
@@ -22,9 +23,8 @@ from fedzero.aggregation import (
     TrimmedMeanAccumulator,
     UpdateRejected,
     WeightedMeanAccumulator,
-    weighted_metrics_mean,
 )
-from fedzero.aggregation import warmup as _warmup_kernels
+from fedzero.aggregation.kernels import warmup as _warmup_kernels
 from fedzero.core import ArrayRecord, RecordDict
 from fedzero.core.wire import encode_content
 

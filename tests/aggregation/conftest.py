@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fedzero.aggregation import get_num_threads, set_num_threads
+from fedzero.aggregation.kernels import get_num_threads, set_num_threads
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])

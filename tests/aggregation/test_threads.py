@@ -16,14 +16,14 @@ import threading
 import numpy as np
 import pytest
 
-from fedzero import aggregation as agg
+from fedzero.aggregation import kernels as agg
 
 SCRIPT = textwrap.dedent(
     """
     import threading
     import numpy as np
     import numba
-    from fedzero import aggregation as agg
+    from fedzero.aggregation import kernels as agg
 
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal(200_003).astype(np.float32) for _ in range(6)]

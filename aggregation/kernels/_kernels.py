@@ -1,4 +1,4 @@
-"""Private Numba kernels: weighted folds, finiteness, norms, distances, server optimizers.
+"""Private Numba kernels: weighted folds, finiteness, norms, distances, scaling.
 
 Plain loops over 1-D C-contiguous arrays. The public wrappers in ``_ops`` validate
 and allocate; nothing here checks its inputs.
@@ -27,11 +27,6 @@ from ._config import BLOCK, kernel, parallel_kernel
 FMT_NATIVE = 0
 FMT_BF16 = 1
 FMT_F16 = 2
-
-# Optimizer kinds for _fedopt_step.
-OPT_ADAM = 0
-OPT_YOGI = 1
-OPT_ADAGRAD = 2
 
 _TWO_POW_M24 = np.float32(2.0**-24)
 
@@ -228,48 +223,3 @@ def scale_into(out: Any, acc: Any, factor: Any) -> None:
         ab = acc[start:stop]
         for i in range(ab.shape[0]):
             ob[i] = ab[i] * factor
-
-
-@parallel_kernel
-def fedopt_step(
-    x: Any, agg: Any, m: Any, v: Any, out: Any, b1: Any, b2: Any, eta: Any, tau: Any, kind: Any
-) -> None:
-    """One FedAdam / FedYogi / FedAdagrad server step; updates m, v in place.
-
-    ``delta = agg - x``; ``m = b1*m + (1-b1)*delta``; v per ``kind`` (Reddi et al.
-    2021, as Flower writes it); ``out = x + eta * m / (sqrt(v) + tau)``.
-    """
-    n = x.shape[0]
-    for blk in prange((n + BLOCK - 1) // BLOCK):
-        start = blk * BLOCK
-        for i in range(start, min(n, start + BLOCK)):
-            delta = agg[i] - x[i]
-            mi = b1 * m[i] + (1.0 - b1) * delta
-            d2 = delta * delta
-            vi = v[i]
-            if kind == OPT_ADAM:
-                vi = b2 * vi + (1.0 - b2) * d2
-            elif kind == OPT_YOGI:
-                vi = vi - (1.0 - b2) * d2 * np.sign(vi - d2)
-            else:
-                vi = vi + d2
-            m[i] = mi
-            v[i] = vi
-            out[i] = x[i] + eta * mi / (np.sqrt(vi) + tau)
-
-
-@parallel_kernel
-def momentum_step(x: Any, agg: Any, mom: Any, out: Any, lr: Any, beta: Any, first: Any) -> None:
-    """FedAvgM: ``g = x - agg``; ``mom = beta*mom + g`` (``g`` on the first round).
-
-    ``out = x - lr * mom``. With ``beta == 0`` the momentum buffer is ``g``.
-    """
-    n = x.shape[0]
-    for blk in prange((n + BLOCK - 1) // BLOCK):
-        start = blk * BLOCK
-        for i in range(start, min(n, start + BLOCK)):
-            g = x[i] - agg[i]
-            if beta > 0.0 and not first:
-                g = beta * mom[i] + g
-            mom[i] = g
-            out[i] = x[i] - lr * g

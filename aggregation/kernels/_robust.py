@@ -10,20 +10,15 @@ import numpy as np
 import numpy.typing as npt
 from numba import typed
 
+from .._dtypes import ACCUMULATOR_DTYPES, default_accumulator_dtype
 from . import _kernels_robust as kr
 from ._config import parallel_launch
-from ._ops import ACCUMULATOR_DTYPES, FloatArray, inputs_list
+from ._ops import FloatArray, inputs_list
 
-__all__ = ["TrimmedMeanState", "coordinate_median", "default_accumulator_dtype", "trimmed_mean"]
+__all__ = ["NETWORK_MAX_CLIENTS", "TrimmedMeanState", "coordinate_median", "trimmed_mean"]
 
 NETWORK_MAX_CLIENTS = 64
 """Up to this many clients the median uses a vectorized comparator network."""
-
-
-def default_accumulator_dtype(dtype: Any) -> np.dtype[Any]:
-    """float64 for float64 inputs, float32 for everything narrower."""
-    wide: np.dtype[Any] = np.dtype(np.float64 if np.dtype(dtype) == np.float64 else np.float32)
-    return wide
 
 
 def _acc_dtype(dtype: Any, inputs: np.dtype[Any]) -> np.dtype[Any]:

@@ -2,7 +2,7 @@
 
 Each wrapper checks types, dtypes, shapes and contiguity, raises ``TypeError`` or
 ``ValueError`` with what to do about it, allocates outputs and launches the kernel
-through :func:`~fedzero.aggregation._config.parallel_launch` (thread count, and
+through ``_config.parallel_launch`` (thread count, and
 the lock that keeps Numba's ``workqueue`` layer safe from concurrent launches).
 
 Supported input dtypes: float16, bfloat16 (``ml_dtypes``), float32, float64.
@@ -15,17 +15,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 from numba import typed
 
+from .._dtypes import ACCUMULATOR_DTYPES, BFLOAT16, INPUT_DTYPES
 from . import _kernels as k
 from ._config import parallel_launch
 
 __all__ = [
-    "ACCUMULATOR_DTYPES",
-    "INPUT_DTYPES",
     "all_finite",
     "clip_by_norm",
     "clip_factor",
@@ -36,18 +34,6 @@ __all__ = [
     "weighted_fold",
     "weighted_fold_many",
 ]
-
-BFLOAT16: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
-INPUT_DTYPES: tuple[np.dtype[Any], ...] = (
-    np.dtype(np.float16),
-    BFLOAT16,
-    np.dtype(np.float32),
-    np.dtype(np.float64),
-)
-"""Client array dtypes the kernels read (half precision is widened on the fly)."""
-
-ACCUMULATOR_DTYPES: tuple[np.dtype[Any], ...] = (np.dtype(np.float32), np.dtype(np.float64))
-"""Accumulator dtypes: sums are never kept in half precision."""
 
 FloatArray = npt.NDArray[np.floating[Any]]
 

@@ -23,21 +23,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fedzero.core import FedzeroError
+
+from .._dtypes import ACCUMULATOR_DTYPES, INPUT_DTYPES, default_accumulator_dtype
 from ._config import parallel_launch
 from ._kernels import scale_into
-from ._ops import (
-    ACCUMULATOR_DTYPES,
-    INPUT_DTYPES,
-    accumulator_view,
-    all_finite,
-    clip_factor,
-    l2_norm,
-    weighted_fold_many,
-)
-from ._robust import default_accumulator_dtype
+from ._ops import accumulator_view, all_finite, clip_factor, l2_norm, weighted_fold_many
 
 __all__ = [
     "Accumulator",
+    "AccumulatorStateError",
     "UpdateRejected",
     "WeightedMeanAccumulator",
 ]
@@ -45,8 +40,10 @@ __all__ = [
 Arrays = Mapping[str, Any]
 
 
-class UpdateRejected(ValueError):  # noqa: N818 - the name says what happened to the update
+class UpdateRejected(FedzeroError, ValueError):  # noqa: N818 - says what happened to the update
     """A client update failed validation; the accumulator was not modified.
+
+    A :class:`ValueError` too, for callers that catch bad input generally.
 
     Attributes:
         reason: Human-readable cause (which array, what was expected).
@@ -55,6 +52,14 @@ class UpdateRejected(ValueError):  # noqa: N818 - the name says what happened to
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class AccumulatorStateError(FedzeroError, RuntimeError):
+    """An accumulator was used outside its round: a fold before ``begin``, or after ``finish``.
+
+    Not raised for a bad update (that is :class:`UpdateRejected`); the fix is in
+    the calling code: ``begin(reference)`` starts every round.
+    """
 
 
 class Accumulator:
@@ -113,10 +118,11 @@ class Accumulator:
         Raises:
             UpdateRejected: On wrong names, dtypes, shapes, layout, non-finite
                 values (if rejected) or a weight that is not finite and > 0.
+            AccumulatorStateError: If ``begin`` was never called.
         """
         if not self._begun:
             msg = "begin(reference) must be called before folding updates"
-            raise RuntimeError(msg)
+            raise AccumulatorStateError(msg)
         w = float(weight)
         if not math.isfinite(w) or w <= 0:
             raise UpdateRejected(f"weight must be finite and > 0, got {weight!r}")
@@ -155,6 +161,8 @@ class Accumulator:
 
         Raises:
             UpdateRejected: If the update is invalid (state unchanged).
+            AccumulatorStateError: Before ``begin``, or after ``finish`` of a
+                :class:`WeightedMeanAccumulator` (whose result reuses its sums).
         """
         update = self.validate(arrays, weight)
         with self._lock:
@@ -252,7 +260,8 @@ class WeightedMeanAccumulator(Accumulator):
 
     def _fold(self, updates: list[dict[str, np.ndarray]], weights: list[float]) -> None:
         if self._result is not None:
-            raise RuntimeError("finish() was called: begin() the next round before folding")
+            msg = "finish() was called: begin() the next round before folding"
+            raise AccumulatorStateError(msg)
         scaled = list(weights)
         if self.clip_norm is not None:
             for j, update in enumerate(updates):

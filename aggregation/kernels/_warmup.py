@@ -7,18 +7,10 @@ import time
 import numpy as np
 import structlog
 
+from .._dtypes import ACCUMULATOR_DTYPES, INPUT_DTYPES
 from ._accumulators import WeightedMeanAccumulator
-from ._ops import (
-    ACCUMULATOR_DTYPES,
-    INPUT_DTYPES,
-    all_finite,
-    l2_norm,
-    pairwise_sq_distances,
-    weighted_fold,
-    weighted_fold_many,
-)
+from ._ops import all_finite, l2_norm, pairwise_sq_distances, weighted_fold, weighted_fold_many
 from ._robust import NETWORK_MAX_CLIENTS, coordinate_median, trimmed_mean
-from ._server_opt import ServerAdam, ServerMomentum
 
 __all__ = ["warmup"]
 
@@ -30,8 +22,9 @@ def warmup() -> float:
 
     Covers each input dtype (float16, bfloat16, float32, float64) with each
     accumulator dtype (float32, float64) for folds, trimmed mean, median,
-    distances, finiteness, norms, output casts and the server optimizers.
-    Daemons call this at start-up so the first round is not slowed by the JIT.
+    distances, finiteness, norms and output casts. Daemons call this at
+    start-up so the first round is not slowed by the JIT. (The server
+    optimizers run in NumPy in the ServerApp process: nothing to compile.)
 
     Returns:
         Seconds spent.
@@ -54,10 +47,6 @@ def warmup() -> float:
             mean.begin({"w": xs[0]})
             mean.fold({"w": xs[0]}, 1.0)
             mean.finish()
-    for dtype in ACCUMULATOR_DTYPES:
-        model = {"w": np.zeros(3, dtype)}
-        ServerAdam().step(model, model)
-        ServerMomentum(server_momentum=0.9).step(model, model)
     secs = time.perf_counter() - start
     log.info("aggregation_warmup_done", secs=round(secs, 3))
     return secs
