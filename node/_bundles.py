@@ -60,6 +60,19 @@ class BundleFetcher:
             return self._ready[bundle_hash]
         return None
 
+    def wait_for(self, bundle_hash: str, task: tuple[Any, ...]) -> bool:
+        """Park ``task`` until the bundle is installed; True if it is yet to be requested."""
+        self.waiting.setdefault(bundle_hash, []).append(task)
+        if bundle_hash in self.requested:
+            return False
+        self.requested.add(bundle_hash)
+        return True
+
+    @property
+    def waiting_tasks(self) -> int:
+        """How many tasks wait for a bundle."""
+        return sum(len(tasks) for tasks in self.waiting.values())
+
     def install(self, bundle_hash: str, data: bytes) -> None:
         """Verify and extract ``data`` on a background thread, then wake the agent."""
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from fedzero.core import ConfigurationError
 from fedzero.core.runtime import DEFAULT_FLEET_ADDRESS
+from fedzero.core.wire import MAX_ID
 
 
 @dataclasses.dataclass(slots=True)
@@ -55,7 +56,7 @@ class NodeConfig:
             raise ConfigurationError("isolation: 'thread' needs an app folder (app)")
         if (self.curve_secret_key is None) != (self.link_public_key is None):
             raise ConfigurationError("curve_secret_key, link_public_key: set both, or neither")
-        if self.node_id is not None and not 0 < self.node_id < 2**63:
-            raise ConfigurationError(f"node_id: must be in [1, 2**63-1], got {self.node_id}")
+        if self.node_id is not None and not 0 < self.node_id <= MAX_ID:
+            raise ConfigurationError(f"node_id: must be in [1, {MAX_ID}], got {self.node_id}")
         if self.drain_grace < 0:
             raise ConfigurationError(f"drain_grace: must be >= 0, got {self.drain_grace}")

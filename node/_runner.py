@@ -7,7 +7,7 @@ Both runners are driven by the agent's IO thread and hand back replies as
   (serial within a run, concurrent across runs). For embedded nodes and the
   Python API: no extra process, no start-up cost.
 - :class:`ProcessRunner` runs each run's ClientApp in a worker process that
-  lives as long as the run (:mod:`fedzero.node.workers._pool`); tensors cross over
+  lives as long as the run (:class:`~fedzero.node.workers.WorkerPool`); tensors cross over
   ``ipc://`` with zero-copy frames. A crash fails only the task it was running,
   and the next task gets a fresh worker. The app folder is per run, so each run
   can bring its own app (bundles).
@@ -26,12 +26,15 @@ from typing import Any, Protocol
 import structlog
 import zmq
 
-from fedzero.core import ClientApp, Context, Message, encode
+from fedzero.core import ClientApp, ConfigurationError, Context, Message, encode
 from fedzero.core.wire import frames_nbytes
 
 from .workers import WorkerPool
 
 log = structlog.get_logger(__name__)
+
+Handler = Callable[[ClientApp, Message, Context], Message]
+"""Turns (app, message, context) into a reply, errors included (``handle_message``)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,8 +90,7 @@ class ThreadRunner:
         handle: turns (app, message, context) into a reply (errors included).
     """
 
-    def __init__(self, app: ClientApp, wake: Callable[[], None],
-                 handle: Callable[[ClientApp, Message, Context], Message]) -> None:  # fmt: skip
+    def __init__(self, app: ClientApp, wake: Callable[[], None], handle: Handler) -> None:
         self._app = app
         self._wake = wake
         self._handle = handle
@@ -116,8 +118,8 @@ class ThreadRunner:
     def _call(self, msg: Message, ctx: Context) -> None:
         started = time.perf_counter()
         self._done.put(self._handle(self._app, msg, ctx))
-        log.debug("task_done", run_id=ctx.run_id, message_type=msg.metadata.message_type,
-                  secs=round(time.perf_counter() - started, 4))  # fmt: skip
+        secs = round(time.perf_counter() - started, 4)
+        log.debug("task_done", run_id=ctx.run_id, message_type=msg.metadata.message_type, secs=secs)
         self._wake()
 
     def collect(self, ready: set[Any], now: float) -> list[Outgoing]:
@@ -173,7 +175,7 @@ class ProcessRunner:
         """Forward the task's frames to the run's worker (zero-copy)."""
         folder = app_dir or self._app_dir
         if folder is None:
-            raise ValueError("no app folder for this run")
+            raise ConfigurationError("no app folder for this run")
         return [
             Outgoing(r.reply_to, r.frames)
             for r in self._pool.submit(msg, ctx, folder, frames=frames)
