@@ -108,15 +108,17 @@ class _Worker:
         return True
 
     def _need_context(self) -> Context:
-        if self._context is None:
+        return self._loaded()[1]
+
+    def _loaded(self) -> tuple[ClientApp, Context]:
+        if self._app is None or self._context is None:
             raise ProtocolError("a task or update came before init")
-        return self._context
+        return self._app, self._context
 
     def _task(self, payload: Sequence[zmq.Frame]) -> None:
-        context = self._need_context()
-        assert self._app is not None  # noqa: S101 - set with the context
+        app, context = self._loaded()
         msg = decode(payload)
-        reply = self._handle(self._app, msg, context)
+        reply = self._handle(app, msg, context)
         try:
             frames: list[Any] = encode(reply)
         except Exception as exc:  # e.g. an array of a dtype the wire does not carry
