@@ -31,9 +31,9 @@ def test_link_speaks_the_notify_protocol_and_drains_on_sigterm(tmp_path: Path) -
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(tmp / "notify"))
         env = {**os.environ, "NOTIFY_SOCKET": str(tmp / "notify"), "WATCHDOG_USEC": "400000"}
-        cmd = [sys.executable, "-m", "fedzero.link", "--fleet-address", f"ipc://{tmp}/fleet",
-               "--app-address", f"ipc://{tmp}/app", "--control-address", f"ipc://{tmp}/control",
-               "--http-address", "", "--state-dir", str(tmp / "state"), "--no-warmup"]  # fmt: skip
+        cmd = [sys.executable, "-m", "fedzero.link", "--state-dir", str(tmp / "state")]
+        cmd += ["--fleet-address", f"ipc://{tmp}/fleet", "--app-address", f"ipc://{tmp}/app"]
+        cmd += ["--control-address", f"ipc://{tmp}/control", "--http-address", "", "--no-warmup"]
         with subprocess.Popen(
             cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         ) as link:
@@ -61,8 +61,8 @@ def test_link_speaks_the_notify_protocol_and_drains_on_sigterm(tmp_path: Path) -
 def test_bad_configuration_names_the_key_and_starts_nothing(
     args: list[str], env: dict[str, str], message: str, tmp_path: Path
 ) -> None:
-    cmd = [sys.executable, "-m", "fedzero.link", "--state-dir", str(tmp_path / "state"),
-           "--control-address", "ipc://" + str(tmp_path / "c"), *args]  # fmt: skip
+    cmd = [sys.executable, "-m", "fedzero.link", "--state-dir", str(tmp_path / "state")]
+    cmd += ["--control-address", "ipc://" + str(tmp_path / "c"), *args]
     done = subprocess.run(
         cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=30, check=False
     )
@@ -74,8 +74,8 @@ def test_bad_configuration_names_the_key_and_starts_nothing(
 def test_bad_config_file_is_named(tmp_path: Path) -> None:
     config = tmp_path / "link.toml"
     config.write_text("[link]\nheartbeat-timout = 3\n")
-    done = subprocess.run([sys.executable, "-m", "fedzero.link", "--config", str(config)],
-                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    cmd = [sys.executable, "-m", "fedzero.link", "--config", str(config)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2
     assert "heartbeat-timout" in done.stderr
     assert "link.toml" in done.stderr
@@ -85,9 +85,10 @@ def test_a_restarted_node_keeps_its_id() -> None:
     with socket_dir() as tmp, processes() as procs:
         procs.link(tmp)
         ids = []
+        cmd = ["-m", "fedzero.node", "--app", str(ECHO_APP), "--link", f"ipc://{tmp}/fleet"]
+        cmd += ["--state-dir", str(tmp / "node")]
         for attempt in range(2):
-            node = procs.spawn(["-m", "fedzero.node", "--app", str(ECHO_APP), "--link", f"ipc://{tmp}/fleet",
-                                "--state-dir", str(tmp / "node")], tmp / f"node{attempt}.log")  # fmt: skip
+            node = procs.spawn(cmd, tmp / f"node{attempt}.log")
             with Grid(f"ipc://{tmp}/app", connect_timeout=20) as grid:
                 ids.append(grid.get_node_ids(min_nodes=1, timeout=30))
             node.send_signal(signal.SIGTERM)

@@ -180,8 +180,10 @@ def test_types_from_env() -> None:
     assert config.log_level == "warning"
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("TRUE", True), ("on", True),
-                                               ("0", False), ("No", False), ("false", False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1", True), ("TRUE", True), ("on", True), ("0", False), ("No", False), ("false", False)],
+)
 def test_env_booleans(raw: str, expected: bool) -> None:
     assert load(environ={"FEDZERO_DEMO_WARMUP": raw}).warmup is expected
 

@@ -150,8 +150,13 @@ def test_median_and_krum() -> None:
 
 
 def test_bad_replies_are_rejected_and_the_round_completes() -> None:
-    special = {"n1": {"mode": "shape"}, "n2": {"mode": "dtype"}, "n3": {"mode": "missing"},
-               "n4": {"mode": "nan"}, "n5": {"mode": "fail"}}  # fmt: skip
+    special = {
+        "n1": {"mode": "shape"},
+        "n2": {"mode": "dtype"},
+        "n3": {"mode": "missing"},
+        "n4": {"mode": "nan"},
+        "n5": {"mode": "fail"},
+    }
     with federation(app, _configs(7, **special)) as (link, nodes), Grid(link.app_endpoint) as grid:
         grid.get_node_ids(min_nodes=7)
         raw, result = _raw_and_aggregated(grid, _model(), {"method": "fedavg"})
@@ -178,8 +183,9 @@ def test_deadline_with_min_replies_aggregates_what_is_there() -> None:
             content = _model()
             result = grid.send_and_receive(
                 [grid.create_message(content, "train", n) for n in ids],
-                aggregate={"method": "fedavg", "min_replies": 2}, timeout=1.0,
-            )  # fmt: skip
+                aggregate={"method": "fedavg", "min_replies": 2},
+                timeout=1.0,
+            )
             hung = next(n.node_id for n in nodes if n.node_config.get("mode") == "hang")
             assert result.replies == 2
             assert result.failures[hung].code == ErrorCode.MESSAGE_EXPIRED

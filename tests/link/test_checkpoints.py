@@ -130,9 +130,7 @@ def test_list_latest_and_retention(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path, 3) == checkpoint_path(tmp_path, 3, 11)
     assert prune_checkpoints(tmp_path, 3, keep_last=0) == []
     deleted = prune_checkpoints(tmp_path, 3, keep_last=2)
-    assert sorted(p.name for p in deleted) == [
-        "round-1.safetensors", "round-2.safetensors", "round-3.safetensors",
-    ]  # fmt: skip
+    assert sorted(p.name for p in deleted) == [f"round-{r}.safetensors" for r in (1, 2, 3)]
     assert [r for r, _ in list_checkpoints(tmp_path, 3)] == [10, 11]
     assert prune_checkpoints(tmp_path, 3, keep_last=5) == []
     assert [r for r, _ in list_checkpoints(tmp_path, 4)] == [1]  # other runs untouched

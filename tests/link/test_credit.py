@@ -54,8 +54,16 @@ def test_drop_node_and_run_free_their_credit() -> None:
 def test_pending_table_expiry_and_indexes() -> None:
     t = PendingTable()
     for i, expires in enumerate([5.0, 1.0, 3.0]):
-        t.add(Pending(f"m{i}", run_id=1 + i % 2, node_id=i % 2, app_routing_id=b"a",
-                      message_type="train", group_id="", expires_at=expires))  # fmt: skip
+        entry = Pending(
+            f"m{i}",
+            run_id=1 + i % 2,
+            node_id=i % 2,
+            app_routing_id=b"a",
+            message_type="train",
+            group_id="",
+            expires_at=expires,
+        )
+        t.add(entry)
     assert t.next_expiry() == 1.0
     assert [e.message_id for e in t.pop_expired(3.0)] == ["m1", "m2"]
     assert [e.message_id for e in t.pop_node(0)] == ["m0"]

@@ -100,11 +100,21 @@ def chromium(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProces
     assert CHROMIUM is not None
     profile = tmp_path / f"chromium-profile-{len(os.listdir(tmp_path))}"
     command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-        "--virtual-time-budget=5000", *args, url,
-    ]  # fmt: skip
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000",
+        *args,
+        url,
+    ]
     return subprocess.run(command, capture_output=True, timeout=90, check=True, cwd=tmp_path)
 
 
@@ -148,8 +158,11 @@ def test_shows_a_finished_run_with_its_charts(
     assert dom.points("round_secs") == [(1, 1.5), (2, 1.5), (3, 1.5)]
     rows = [e for e in dom.elements if e.tag == "tr" and "data-run-id" in e.attrs]
     assert [(r.attrs["data-run-id"], r.attrs["data-status"]) for r in rows] == [("7", "finished")]
-    nodes = {e.attrs["data-node-id"]: e.attrs["data-online"]
-             for e in dom.elements if e.tag == "tr" and "data-node-id" in e.attrs}  # fmt: skip
+    nodes = {
+        e.attrs["data-node-id"]: e.attrs["data-online"]
+        for e in dom.elements
+        if e.tag == "tr" and "data-node-id" in e.attrs
+    }
     assert nodes == {"6216688596557085261": "true", "42": "false"}  # exact 63-bit digits
 
 
@@ -221,11 +234,21 @@ def operator_view() -> DictSource:
             }
             source.add_round(run_id, metrics, round_secs=2.0 + 0.4 * math.sin(i))
     for i in range(4):
-        source.add_node(6216688596557085261 + 7919 * i, online=i != 3, bytes_in=(i + 1) * 9_500_000,
-                        bytes_out=(i + 1) * 6_200_000)  # fmt: skip
-    source.counters.update({"replies": 114, "failures": {"node_unavailable": 2},
-                            "replies_dropped": {"duplicate": 1}, "bytes_in": 95_000_000,
-                            "bytes_out": 62_000_000})  # fmt: skip
+        source.add_node(
+            6216688596557085261 + 7919 * i,
+            online=i != 3,
+            bytes_in=(i + 1) * 9_500_000,
+            bytes_out=(i + 1) * 6_200_000,
+        )
+    source.counters.update(
+        {
+            "replies": 114,
+            "failures": {"node_unavailable": 2},
+            "replies_dropped": {"duplicate": 1},
+            "bytes_in": 95_000_000,
+            "bytes_out": 62_000_000,
+        }
+    )
     return source
 
 

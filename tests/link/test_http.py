@@ -41,19 +41,37 @@ class DictSource:
     def add_run(self, run_id: int, status: str = "running", **fields: Any) -> None:
         with self.lock:
             self.run_rows[run_id] = {
-                "run_id": run_id, "status": status, "app": "tests.apps.echo", "started_at": T0,
-                "ended_at": None if status == "running" else T0 + 30, "rounds_done": 0, "nodes": 2,
-                "replies": 0, "failures": 0, "error": "", "bytes_in": 0, "bytes_out": 0,
-                "run_config": {"num-rounds": 3, "lr": 0.1}, **fields,
-            }  # fmt: skip
+                "run_id": run_id,
+                "status": status,
+                "app": "tests.apps.echo",
+                "started_at": T0,
+                "ended_at": None if status == "running" else T0 + 30,
+                "rounds_done": 0,
+                "nodes": 2,
+                "replies": 0,
+                "failures": 0,
+                "error": "",
+                "bytes_in": 0,
+                "bytes_out": 0,
+                "run_config": {"num-rounds": 3, "lr": 0.1},
+                **fields,
+            }
             self.round_rows.setdefault(run_id, [])
 
     def add_round(self, run_id: int, metrics: dict[str, Any], round_secs: float = 1.5) -> int:
         with self.lock:
             rounds = self.round_rows[run_id]
             number = len(rounds) + 1
-            rounds.append({"round": number, "at": T0 + 2.0 * number, "metrics": metrics,
-                           "round_secs": round_secs, "replies": 2, "failures": 0})  # fmt: skip
+            rounds.append(
+                {
+                    "round": number,
+                    "at": T0 + 2.0 * number,
+                    "metrics": metrics,
+                    "round_secs": round_secs,
+                    "replies": 2,
+                    "failures": 0,
+                }
+            )
             run = self.run_rows[run_id]
             run["rounds_done"] = number
             run["replies"] += 2
@@ -62,10 +80,15 @@ class DictSource:
     def add_node(self, node_id: int, online: bool = True, **fields: Any) -> None:
         with self.lock:
             self.node_rows[node_id] = {
-                "node_id": node_id, "online": online, "last_seen": time.time() - 1.0,
-                "node_config": {"partition-id": len(self.node_rows)}, "bytes_in": 2048,
-                "bytes_out": 4096, "public_key": None, **fields,
-            }  # fmt: skip
+                "node_id": node_id,
+                "online": online,
+                "last_seen": time.time() - 1.0,
+                "node_config": {"partition-id": len(self.node_rows)},
+                "bytes_in": 2048,
+                "bytes_out": 4096,
+                "public_key": None,
+                **fields,
+            }
 
     def _check(self) -> None:
         if self.broken:
@@ -145,12 +168,20 @@ def source() -> DictSource:
     src.add_run(2)
     src.add_node(11)
     src.add_node(12, online=False)
-    src.counters.update({
-        "messages": 40, "replies": 38, "failures": {"node_unavailable": 2},
-        "replies_dropped": {"duplicate": 3, "unknown": 1}, "malformed": {"fleet": 4, "app": 0},
-        "bytes_in": 10_000, "bytes_out": 20_000, "aggregation_secs": 1.25, "credit_in_flight": 2,
-        "runs_by_status": {"running": 1, "finished": 1},
-    })  # fmt: skip
+    src.counters.update(
+        {
+            "messages": 40,
+            "replies": 38,
+            "failures": {"node_unavailable": 2},
+            "replies_dropped": {"duplicate": 3, "unknown": 1},
+            "malformed": {"fleet": 4, "app": 0},
+            "bytes_in": 10_000,
+            "bytes_out": 20_000,
+            "aggregation_secs": 1.25,
+            "credit_in_flight": 2,
+            "runs_by_status": {"running": 1, "finished": 1},
+        }
+    )
     return src
 
 

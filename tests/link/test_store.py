@@ -81,16 +81,24 @@ class StoreContract:
 
     def test_update_run_sets_every_field(self, store: LinkStore) -> None:
         store.create_run(1, {}, "", 1.0)
-        store.update_run(
-            1, status="failed", run_config={"x": "y"}, app="app@1", ended_at=9.5,
-            error="ValueError: boom\nsecond line", traceback="Traceback...\n  line\n",
-            rounds_done=4, nodes=[7, 3, 7], messages_sent=12, replies=10, failures=2,
-            bytes_in=1 << 40, bytes_out=5,
-        )  # fmt: skip
-        assert store.get_run(1) == RunRow(
-            1, "failed", {"x": "y"}, "app@1", 1.0, 9.5, "ValueError: boom",
-            "Traceback...\n  line\n", 4, [3, 7], 12, 10, 2, 1 << 40, 5,
-        )  # fmt: skip
+        fields: dict[str, Any] = {
+            "status": "failed",
+            "run_config": {"x": "y"},
+            "app": "app@1",
+            "ended_at": 9.5,
+            "error": "ValueError: boom\nsecond line",
+            "traceback": "Traceback...\n  line\n",
+            "rounds_done": 4,
+            "nodes": [7, 3, 7],
+            "messages_sent": 12,
+            "replies": 10,
+            "failures": 2,
+            "bytes_in": 1 << 40,
+            "bytes_out": 5,
+        }
+        store.update_run(1, **fields)
+        stored = {**fields, "error": "ValueError: boom", "nodes": [3, 7]}  # one line, a set
+        assert store.get_run(1) == RunRow(run_id=1, started_at=1.0, **stored)
 
     def test_update_run_validates(self, store: LinkStore) -> None:
         store.create_run(1, {}, "", 1.0)
@@ -166,11 +174,25 @@ class StoreContract:
         store.upsert_round(1, 2, {"accuracy": 0.8, "loss": 0.3}, 21.0, replies=4)
         rounds = store.list_rounds(1)
         assert [r.as_dict() for r in rounds] == [
-            {"run_id": 1, "round": 1, "metrics": {"loss": 0.9}, "at": 10.0,
-             "round_secs": None, "replies": 0, "failures": 0},
-            {"run_id": 1, "round": 2, "metrics": {"loss": 0.3, "accuracy": 0.8}, "at": 21.0,
-             "round_secs": 1.5, "replies": 4, "failures": 1},
-        ]  # fmt: skip
+            {
+                "run_id": 1,
+                "round": 1,
+                "metrics": {"loss": 0.9},
+                "at": 10.0,
+                "round_secs": None,
+                "replies": 0,
+                "failures": 0,
+            },
+            {
+                "run_id": 1,
+                "round": 2,
+                "metrics": {"loss": 0.3, "accuracy": 0.8},
+                "at": 21.0,
+                "round_secs": 1.5,
+                "replies": 4,
+                "failures": 1,
+            },
+        ]
         assert store.list_rounds(2) == []
 
     def test_upsert_round_of_unknown_run_raises(self, store: LinkStore) -> None:
@@ -189,9 +211,15 @@ class StoreContract:
         assert list(nodes) == [10, 20]
         assert (nodes[10].online, nodes[10].last_seen, nodes[10].first_seen) == (False, 8.0, 6.0)
         assert nodes[20].as_dict() == {
-            "node_id": 20, "public_key": "key-b", "node_config": {"partition": 2},
-            "first_seen": 5.0, "last_seen": 9.0, "online": True, "bytes_in": 100, "bytes_out": 200,
-        }  # fmt: skip
+            "node_id": 20,
+            "public_key": "key-b",
+            "node_config": {"partition": 2},
+            "first_seen": 5.0,
+            "last_seen": 9.0,
+            "online": True,
+            "bytes_in": 100,
+            "bytes_out": 200,
+        }
         store.upsert_node(10, "key-a", {}, 10.0)  # re-registration keeps counters
         store.update_node_traffic(10, 1, 2, 10.0)
         store.upsert_node(10, "key-a", {}, 11.0)
@@ -227,13 +255,19 @@ class StoreContract:
         all_events = store.events()
         assert [e.id for e in all_events] == ids
         assert all_events[0].as_dict() == {
-            "id": ids[0], "at": 1.0, "kind": "node_registered", "run_id": None, "node_id": 7,
+            "id": ids[0],
+            "at": 1.0,
+            "kind": "node_registered",
+            "run_id": None,
+            "node_id": 7,
             "data": {"key": None},
-        }  # fmt: skip
+        }
         assert [e.id for e in store.events(since_id=ids[1], limit=2)] == ids[2:4]
         assert [e.kind for e in store.events(run_id=1)] == [
-            "run_started", "round_aggregated", "run_ended",
-        ]  # fmt: skip
+            "run_started",
+            "round_aggregated",
+            "run_ended",
+        ]
         assert [e.id for e in store.events(since_id=ids[1], run_id=1, limit=1)] == [ids[3]]
         assert store.events(since_id=ids[-1]) == []
 

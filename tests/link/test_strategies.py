@@ -40,8 +40,12 @@ def train(msg: Message, context: Context) -> Message:
         k: (v + shift).astype(v.dtype) for k, v in msg.content.array_records["arrays"].items()
     }
     config = msg.content.config_records["config"]
-    metrics = {"num-examples": int(context.node_config["examples"]), "shift": shift,
-               "round": int(config["server-round"]), "mu": float(config.get("proximal-mu", -1.0))}  # fmt: skip
+    metrics = {
+        "num-examples": int(context.node_config["examples"]),
+        "shift": shift,
+        "round": int(config["server-round"]),
+        "mu": float(config.get("proximal-mu", -1.0)),
+    }
     return msg.create_reply(
         RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)})
     )
@@ -86,8 +90,9 @@ def test_fedavg_history_and_central_evaluation() -> None:
         seen.append(server_round)
         return {"w0": float(arrays["w"][0])}
 
-    result, rounds = _run(FedAvg(min_available_nodes=3), evaluate_fn=central,
-                       train_config=ConfigRecord({"lr": 0.1}))  # fmt: skip
+    result, rounds = _run(
+        FedAvg(min_available_nodes=3), evaluate_fn=central, train_config=ConfigRecord({"lr": 0.1})
+    )
     np.testing.assert_allclose(result.arrays["w"], np.full(10, 3 * MEAN_SHIFT, np.float32))
     assert result.arrays["w"].dtype == np.float32
     np.testing.assert_allclose(result.arrays["b"], 1 + 3 * MEAN_SHIFT)
@@ -100,8 +105,10 @@ def test_fedavg_history_and_central_evaluation() -> None:
 
 
 def test_sampling_fraction() -> None:
-    result, _ = _run(FedAvg(fraction_train=0.5, min_train_nodes=1, fraction_evaluate=0.0,
-                            min_available_nodes=3, seed=3), rounds=2)  # fmt: skip
+    half = FedAvg(
+        fraction_train=0.5, min_train_nodes=1, fraction_evaluate=0.0, min_available_nodes=3, seed=3
+    )
+    result, _ = _run(half, rounds=2)
     assert all(m["num-examples"] for m in result.train_metrics_clientapp.values())
     assert not result.evaluate_metrics_clientapp
 
@@ -113,8 +120,13 @@ def test_fedprox_sends_mu() -> None:
 
 def test_fedavgm_matches_the_momentum_formula() -> None:
     lr, momentum = 0.5, 0.9
-    result, _ = _run(FedAvgM(server_learning_rate=lr, server_momentum=momentum, min_available_nodes=3,
-                             fraction_evaluate=0))  # fmt: skip
+    strategy = FedAvgM(
+        server_learning_rate=lr,
+        server_momentum=momentum,
+        min_available_nodes=3,
+        fraction_evaluate=0,
+    )
+    result, _ = _run(strategy)
     x, mom = 0.0, 0.0
     for r in range(3):
         g = x - (x + MEAN_SHIFT)
@@ -139,12 +151,13 @@ def test_fedadam_matches_the_adam_formula() -> None:
 
 
 def test_robust_strategies_ignore_the_outlier() -> None:
-    nodes = [{"shift": 1.0, "examples": 1}, {"shift": 1.5, "examples": 1}, {"shift": 2.0, "examples": 1},
-             {"shift": 1.2, "examples": 1}, {"shift": 1000.0, "examples": 1}]  # fmt: skip
+    nodes = [{"shift": shift, "examples": 1} for shift in (1.0, 1.5, 2.0, 1.2, 1000.0)]
     trimmed, _ = _run(FedTrimmedAvg(beta=0.2, min_available_nodes=5, fraction_evaluate=0), 1, nodes)
     np.testing.assert_allclose(trimmed.arrays["w"], (1.2 + 1.5 + 2.0) / 3, rtol=1e-6)
-    krum, _ = _run(MultiKrum(num_malicious_nodes=1, num_nodes_to_select=3, min_available_nodes=5,
-                             fraction_evaluate=0), 1, nodes)  # fmt: skip
+    multikrum = MultiKrum(
+        num_malicious_nodes=1, num_nodes_to_select=3, min_available_nodes=5, fraction_evaluate=0
+    )
+    krum, _ = _run(multikrum, 1, nodes)
     assert float(krum.arrays["w"][0]) < 3.0
 
 

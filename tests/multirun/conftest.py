@@ -96,8 +96,8 @@ def federation() -> Iterator[Federation]:
     """A link (state dir, no kernel warm-up) and four nodes that run apps from bundles."""
     with socket_dir() as tmp, processes() as procs:
         procs.link(tmp)
+        node = ["-m", "fedzero.node", "--link", f"ipc://{tmp}/fleet", "--log-level", "info"]
         for i in range(4):
-            procs.spawn(["-m", "fedzero.node", "--link", f"ipc://{tmp}/fleet", "--state-dir",
-                         str(tmp / f"node{i}"), "--node-config", f"partition-id={i}",
-                         "--log-level", "info"], tmp / f"node{i}.log")  # fmt: skip
+            own = ["--state-dir", str(tmp / f"node{i}"), "--node-config", f"partition-id={i}"]
+            procs.spawn([*node, *own], tmp / f"node{i}.log")
         yield Federation(tmp, procs)

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.timeout(120)
 
 def _submit(client: ControlClient, app_dir: Path, **config: Any) -> int:
     bundle = build_bundle(app_dir)
-    _, header = client.request("submit_run", bundle.data, app={"name": bundle.name, "hash": bundle.hash},
-                               run_config=config)  # fmt: skip
+    app = {"name": bundle.name, "hash": bundle.hash}
+    _, header = client.request("submit_run", bundle.data, app=app, run_config=config)
     return int(header["run_id"])
 
 
@@ -83,8 +83,8 @@ def test_stop_ends_the_run_and_log_follow_streams(tmp_path: Path, federation: Fe
     app = make_app(tmp_path, "slow")
     with federation.client() as client:
         run_id = _submit(client, app, slow=30, **{"num-rounds": 100})
-        cmd = [sys.executable, "-m", "fedzero.core.cli", "log",
-               str(run_id), "--follow", "--link", federation.control]  # fmt: skip
+        follow_log = ["log", str(run_id), "--follow", "--link", federation.control]
+        cmd = [sys.executable, "-m", "fedzero.core.cli", *follow_log]
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as follow:
             try:
                 assert follow.stdout is not None
@@ -109,9 +109,9 @@ def test_allow_list_refuses_unknown_bundles_and_killed_workers_are_replaced(
     other = make_app(tmp_path, "other")
     allowed = tmp_path / "allowed.txt"
     allowed.write_text(build_bundle(app).hash + "\n")
-    federation.procs.spawn(["-m", "fedzero.node", "--link", f"ipc://{federation.tmp}/fleet",
-                            "--allowed-bundles", str(allowed), "--node-config", "partition-id=9"],
-                           federation.tmp / "strict.log")  # fmt: skip
+    strict = ["-m", "fedzero.node", "--link", f"ipc://{federation.tmp}/fleet"]
+    strict += ["--allowed-bundles", str(allowed), "--node-config", "partition-id=9"]
+    federation.procs.spawn(strict, federation.tmp / "strict.log")
     marker = tmp_path / "crashed"
     with federation.client() as client:
         _, header = client.request("list_nodes")
