@@ -1,10 +1,22 @@
-"""fedzero-bench round: the ClientApp replies with every received array + 1."""
+"""fedzero-bench round: the ClientApp replies with every received array + 1.
+
+Self-contained (it imports only ``fedzero.core``): ``fedzero-bench round`` copies
+this file into the app project its nodes load, so a node never imports
+``fedzero.bench`` (or, through it, Numba).
+"""
 
 from __future__ import annotations
 
-from fedzero.core import ArrayRecord, ClientApp, Context, Grid, Message, RecordDict, ServerApp
-
-from ._stats import BenchError
+from fedzero.core import (
+    ArrayRecord,
+    ClientApp,
+    ConfigurationError,
+    Context,
+    Grid,
+    Message,
+    RecordDict,
+    ServerApp,
+)
 
 app = ClientApp()
 server = ServerApp()
@@ -23,4 +35,4 @@ def train(msg: Message, context: Context) -> Message:
 @server.main()
 def main(grid: Grid, context: Context) -> None:
     """Unused: ``fedzero-bench round`` drives the rounds from its own process."""
-    raise BenchError("fedzero-bench round drives the rounds itself")
+    raise ConfigurationError("fedzero-bench round drives the rounds itself")

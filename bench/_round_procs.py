@@ -10,6 +10,7 @@ import contextlib
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -23,20 +24,24 @@ version = "1.0.0"
 description = "fedzero-bench round: a ClientApp that returns the received arrays + 1"
 
 [tool.fedzero.app]
-serverapp = "fedzero.bench._round_app:server"
-clientapp = "fedzero.bench._round_app:app"
+serverapp = "fedzero_bench_round_app.app:server"
+clientapp = "fedzero_bench_round_app.app:app"
 """
 
 
 def write_app_project(root: Path) -> Path:
     """Write the benchmark's app project under ``root``; return its folder.
 
-    The project is only its ``pyproject.toml``: the apps themselves live in
-    :mod:`fedzero.bench._round_app`, which every node can import.
+    The app module is a copy of :mod:`fedzero.bench._round_app` (a real module,
+    linted and type-checked), so nodes load it without importing ``fedzero.bench``.
     """
     project = root / "round-app"
-    project.mkdir(parents=True)
+    package = project / "fedzero_bench_round_app"
+    package.mkdir(parents=True)
     (project / "pyproject.toml").write_text(_APP_PYPROJECT, encoding="utf-8")
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    source = resources.files(__package__).joinpath("_round_app.py").read_text(encoding="utf-8")
+    (package / "app.py").write_text(source, encoding="utf-8")
     return project
 
 
