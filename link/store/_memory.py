@@ -9,11 +9,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
-import json
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar
+from typing import Any, Unpack
 
 from fedzero.core import ClosedError, UnknownNodeError, UnknownRunError
 
@@ -21,19 +20,19 @@ from ._protocol import (
     EventRow,
     NodeRow,
     RoundRow,
+    RoundStats,
     RunIds,
     RunRow,
     StoreReader,
-    check_kind,
+    check_event,
     check_page,
     check_run_fields,
     dumps,
     loads_object,
+    merge_round,
     node_row_from,
     run_row_from,
 )
-
-_T = TypeVar("_T")
 
 
 class InMemoryStore:
@@ -103,26 +102,14 @@ class InMemoryStore:
         round: int,
         metrics: Mapping[str, Any],
         at: float,
-        *,
-        round_secs: float | None = None,
-        replies: int | None = None,
-        failures: int | None = None,
+        **stats: Unpack[RoundStats],
     ) -> None:
-        new = json.loads(dumps(dict(metrics), "metrics"))
+        new = dumps(dict(metrics), "metrics")
         with self._locked():
             if run_id not in self._runs:
                 raise UnknownRunError(f"run {run_id} is not in the link store")
-            old = self._rounds.get((run_id, round))
-            merged = {**json.loads(old["metrics"]), **new} if old else new
-            row = {
-                "run_id": run_id,
-                "round": round,
-                "metrics": dumps(merged, "metrics"),
-                "at": float(at),
-                "round_secs": _keep(round_secs, old, "round_secs", None),
-                "replies": _keep(replies, old, "replies", 0),
-                "failures": _keep(failures, old, "failures", 0),
-            }
+            columns = merge_round(self._rounds.get((run_id, round)), new, stats)
+            row = {"run_id": run_id, "round": round, "at": float(at), **columns}
             self._rounds[(run_id, round)] = row
 
     def list_rounds(self, run_id: int) -> list[RoundRow]:
@@ -179,8 +166,7 @@ class InMemoryStore:
         node_id: int | None = None,
         data: Mapping[str, Any] | None = None,
     ) -> int:
-        text = dumps(dict(data or {}), "data")
-        kind = check_kind(kind)
+        kind, text = check_event(kind, data)
         with self._locked():
             event_id = next(self._event_ids)
             row = EventRow(event_id, float(at), kind, run_id, node_id, {}).as_dict()
@@ -263,9 +249,3 @@ class _InMemoryReader:
 
     def close(self) -> None:
         self._store = None
-
-
-def _keep(value: _T | None, old: Mapping[str, Any] | None, name: str, default: _T) -> Any:
-    if value is not None:
-        return value
-    return old[name] if old else default

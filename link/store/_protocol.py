@@ -1,16 +1,16 @@
 """The link's persistent state behind one small Protocol: rows, validation, shared helpers.
 
 :class:`LinkStore` is what the link needs from storage: runs, per-round metrics,
-the node registry and an append-only event log. ``_memory_store.InMemoryStore``
+the node registry and an append-only event log. ``_memory.InMemoryStore``
 keeps it in dicts (tests, a link without a state directory);
-``_sqlite_store.SqliteStore`` keeps it in SQLite. Both pass the same
+``_sqlite.SqliteStore`` keeps it in SQLite. Both pass the same
 conformance tests (``tests/link/test_store.py``). Dicts are stored as JSON
 text in both (ASCII only, so a lone surrogate cannot break a write), so a value
 that round-trips through one round-trips through the other.
 
 Threading: every implementation is safe to call from several threads, but its
 methods may block on disk. The link's IO thread never calls them directly: it
-queues writes on a :class:`~._store_writer.StoreWriter` and reads through
+queues writes on a :class:`~._writer.StoreWriter` and reads through
 :meth:`LinkStore.reader` from another thread. :meth:`LinkStore.next_run_id` is
 the exception: it never touches disk.
 """
@@ -22,7 +22,7 @@ import json
 import threading
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypedDict, Unpack
 
 from fedzero.core import FedzeroError
 
@@ -121,6 +121,17 @@ class EventRow:
         return dataclasses.asdict(self)
 
 
+class RoundStats(TypedDict, total=False):
+    """What the link measured of an aggregated round (keywords of ``upsert_round``).
+
+    A stat left out or None keeps its stored value (None, 0, 0 for a new round).
+    """
+
+    round_secs: float | None
+    replies: int | None
+    failures: int | None
+
+
 # ------------------------------------------------------------------ protocol
 
 
@@ -168,10 +179,7 @@ class LinkStore(StoreReader, Protocol):
         round: int,
         metrics: Mapping[str, Any],
         at: float,
-        *,
-        round_secs: float | None = None,
-        replies: int | None = None,
-        failures: int | None = None,
+        **stats: Unpack[RoundStats],
     ) -> None:
         """Add or update a round; metrics are merged key by key, None keeps a value."""
 
@@ -269,6 +277,20 @@ def check_run_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def merge_round(old: Mapping[str, Any] | None, metrics: str, stats: RoundStats) -> dict[str, Any]:
+    """A round's stored columns after an upsert over ``old`` (its stored columns, or None).
+
+    ``metrics`` (JSON text from :func:`dumps`) is merged into the stored metrics
+    key by key; a stat that is None keeps its stored value.
+    """
+    merged = {**loads_object(old["metrics"]), **loads_object(metrics)} if old else None
+    out: dict[str, Any] = {"metrics": metrics if merged is None else dumps(merged, "metrics")}
+    for name, default in (("round_secs", None), ("replies", 0), ("failures", 0)):
+        value = stats.get(name)
+        out[name] = value if value is not None else (old[name] if old else default)
+    return out
+
+
 def check_status(status: object) -> str:
     """Return ``status`` as a plain str if it is one of :data:`RUN_STATUSES`."""
     if not isinstance(status, str) or str(status) not in RUN_STATUSES:
@@ -286,6 +308,12 @@ def check_kind(kind: object) -> str:
     ):
         raise ValueError(f"event kind must be snake_case ascii of 1..64 chars, got {kind!r:.80}")
     return str(kind)
+
+
+def check_event(kind: object, data: Mapping[str, Any] | None) -> tuple[str, str]:
+    """Validate an event: return its kind and its data as JSON text (see :func:`check_kind`)."""
+    text = dumps(dict(data or {}), "data")
+    return check_kind(kind), text
 
 
 def check_page(limit: int, offset: int = 0) -> None:

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
 import structlog
 
@@ -30,14 +30,16 @@ from ._protocol import (
     EventRow,
     NodeRow,
     RoundRow,
+    RoundStats,
     RunIds,
     RunRow,
     StoreError,
-    check_kind,
+    check_event,
     check_page,
     check_run_fields,
     dumps,
     loads_object,
+    merge_round,
     node_row_from,
     run_row_from,
 )
@@ -142,7 +144,7 @@ class SqliteReader(_Reads):
 
 
 class SqliteStore(_Reads):
-    """A :class:`~._store.LinkStore` in one SQLite file, created (and migrated) on open.
+    """A :class:`~._protocol.LinkStore` in one SQLite file, created (and migrated) on open.
 
     Args:
         path: the database file, e.g. ``<state_dir>/link.db``; its folder is created.
@@ -241,7 +243,7 @@ class SqliteStore(_Reads):
         self._ids.seen(run_id)
 
     def update_run(self, run_id: int, **fields: Any) -> None:
-        """Set fields (names in :data:`~._store.RUN_FIELDS`) of a run. Raises UnknownRunError."""
+        """Set fields (names in :data:`~._protocol.RUN_FIELDS`) of a run. Raises UnknownRunError."""
         values = check_run_fields(fields)
         # Column names come from the RUN_FIELDS allow-list, never from input.
         assignments = ", ".join(f"{k} = ?" for k in values) or "run_id = run_id"
@@ -256,10 +258,7 @@ class SqliteStore(_Reads):
         round: int,
         metrics: Mapping[str, Any],
         at: float,
-        *,
-        round_secs: float | None = None,
-        replies: int | None = None,
-        failures: int | None = None,
+        **stats: Unpack[RoundStats],
     ) -> None:
         """Add or update a round; metrics are merged key by key, None keeps a value."""
         new = dumps(dict(metrics), "metrics")
@@ -271,18 +270,15 @@ class SqliteStore(_Reads):
                 "WHERE run_id = ? AND round = ?",
                 (run_id, round),
             ).fetchone()
-            if old is not None:
-                merged = {**loads_object(old["metrics"]), **loads_object(new)}
-                new = dumps(merged, "metrics")
-                round_secs = old["round_secs"] if round_secs is None else round_secs
-                replies = old["replies"] if replies is None else replies
-                failures = old["failures"] if failures is None else failures
+            columns = merge_round(old, new, stats)
+            row = {"run_id": run_id, "round": round, "at": float(at), **columns}
             tx.execute(
                 "INSERT INTO rounds (run_id, round, metrics, at, round_secs, replies, failures) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, round) DO UPDATE SET "
+                "VALUES (:run_id, :round, :metrics, :at, :round_secs, :replies, :failures) "
+                "ON CONFLICT (run_id, round) DO UPDATE SET "
                 "metrics = excluded.metrics, at = excluded.at, round_secs = excluded.round_secs, "
                 "replies = excluded.replies, failures = excluded.failures",
-                (run_id, round, new, float(at), round_secs, replies or 0, failures or 0),
+                row,
             )
 
     def upsert_node(
@@ -334,8 +330,7 @@ class SqliteStore(_Reads):
         data: Mapping[str, Any] | None = None,
     ) -> int:
         """Append an event; return its id."""
-        text = dumps(dict(data or {}), "data")
-        kind = check_kind(kind)
+        kind, text = check_event(kind, data)
         with self._tx() as tx:
             cur = tx.execute(
                 "INSERT INTO events (at, kind, run_id, node_id, data) VALUES (?, ?, ?, ?, ?)",

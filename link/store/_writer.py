@@ -16,13 +16,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
 import structlog
 
 from fedzero.core import ClosedError, FedzeroTimeoutError
 
-from ._protocol import LinkStore, StoreReader, check_kind, check_run_fields, check_status
+from ._protocol import (
+    LinkStore,
+    RoundStats,
+    StoreReader,
+    check_kind,
+    check_run_fields,
+    check_status,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +40,7 @@ _Write = Callable[[LinkStore], object]
 
 
 class StoreWriter:
-    """The single thread that writes to a :class:`~._store.LinkStore`; takes ownership of it.
+    """The single thread that writes to a :class:`~._protocol.LinkStore`; takes ownership of it.
 
     Call the write methods from any thread (they never block on disk);
     :meth:`flush` waits until everything queued so far is committed; :meth:`close`
@@ -113,19 +120,11 @@ class StoreWriter:
         round: int,
         metrics: Mapping[str, Any],
         at: float,
-        *,
-        round_secs: float | None = None,
-        replies: int | None = None,
-        failures: int | None = None,
+        **stats: Unpack[RoundStats],
     ) -> None:
         """Queue :meth:`LinkStore.upsert_round`."""
         values = dict(metrics)
-        self._submit(
-            "upsert_round",
-            lambda s: s.upsert_round(
-                run_id, round, values, at, round_secs=round_secs, replies=replies, failures=failures
-            ),
-        )
+        self._submit("upsert_round", lambda s: s.upsert_round(run_id, round, values, at, **stats))
 
     def upsert_node(
         self,
