@@ -246,7 +246,7 @@ class Link:
         source = LinkStatsSource(self)
         try:
             self._http = StatsServer(source, host, port).start()
-        except OSError as exc:  # the hub keeps serving federated work without its dashboard
+        except ConfigurationError as exc:  # the hub keeps serving federated work without it
             source.close()
             log.error("http_not_started", address=self.config.http_address, error=str(exc))
             return

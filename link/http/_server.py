@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import structlog
 
+from fedzero.core import ConfigurationError
 from fedzero.core.runtime import is_loopback_host
 from fedzero.core.wire import MAX_ID
 
@@ -86,7 +87,8 @@ class StatsServer:
         """Bind and serve in a daemon thread; return self (at once if it already serves).
 
         Raises:
-            OSError: the address cannot be bound (the message names it).
+            ConfigurationError: the address cannot be bound (in use, not local,
+                not resolvable); the message names it.
         """
         if self._httpd is not None:
             return self
@@ -100,7 +102,8 @@ class StatsServer:
         try:
             self._httpd = _Server((self.address, self.port), self.source, family)
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot bind the stats server to {self.url}: {exc}") from exc
+            reason = f"cannot bind the stats server to {self.url}: {exc.strerror or exc}"
+            raise ConfigurationError(reason) from exc
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,

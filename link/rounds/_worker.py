@@ -14,8 +14,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ._folding import RoundState, warmup
-
 Job = tuple[Any, ...]
 
 
@@ -50,6 +48,12 @@ class FoldWorker:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        # Imported here, on this thread, on purpose (not to break a cycle: _folding
+        # never imports this module). The kernels and Numba take seconds to load:
+        # the link serves meanwhile, and a process that imports fedzero.link without
+        # aggregating (each ServerApp the exec service starts) never loads them.
+        from ._folding import RoundState, warmup
+
         states: dict[str, RoundState] = {}
         if self._warm:
             warmup()

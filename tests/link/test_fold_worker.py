@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -49,3 +51,13 @@ def test_a_begin_queued_behind_folds_of_another_round_stays_ahead_of_its_own() -
         pytest.fail("the fold worker did not finish both rounds")
     finally:
         worker.close()
+
+
+def test_importing_the_link_loads_no_kernels() -> None:
+    # Every ServerApp the exec service starts is `python -m fedzero.link.exec._serverapp`:
+    # the JIT (seconds to import) belongs to the fold worker's thread alone.
+    probe = "import sys, fedzero.link.exec._serverapp; print('numba' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "False"

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from fedzero.core import Grid
+from fedzero.core import ConfigurationError, Grid
 from fedzero.link.http import LinkStatsSource, StatsServer, parse_http_address
 from tests.apps.echo.echoapp import client as echo
 from tests.helpers import federation, model, train_all
@@ -396,7 +396,7 @@ def test_ipv6_loopback(source: DictSource) -> None:
         pytest.skip("no IPv6 on this machine")
     try:
         server = StatsServer(source, address="::1", port=0).start()
-    except OSError as exc:
+    except ConfigurationError as exc:
         pytest.skip(f"cannot bind ::1: {exc}")
     try:
         assert server.url.startswith("http://[::1]:")
@@ -408,8 +408,19 @@ def test_ipv6_loopback(source: DictSource) -> None:
 def test_port_in_use_names_the_address(source: DictSource) -> None:
     with serving(source) as first:
         second = StatsServer(source, port=first.port)
-        with pytest.raises(OSError, match=f"127.0.0.1:{first.port}"):
+        with pytest.raises(ConfigurationError, match=f"127.0.0.1:{first.port}"):
             second.start()
+
+
+def test_a_link_whose_stats_port_is_taken_serves_anyway(source: DictSource) -> None:
+    with serving(source) as taken, capture_logs() as logs:
+        address = f"127.0.0.1:{taken.port}"
+        with federation(echo, [{}], http_address=address) as (link, _):
+            assert link.http_url == ""
+            assert len(link.node_ids()) == 1  # the fleet is served all the same
+    errors = [e for e in logs if e["event"] == "http_not_started"]
+    assert len(errors) == 1
+    assert address in errors[0]["error"]
 
 
 def test_lifecycle(source: DictSource) -> None:
