@@ -94,3 +94,25 @@ def test_a_restarted_node_keeps_its_id() -> None:
             node.send_signal(signal.SIGTERM)
             assert node.wait(20) == 0
         assert ids[0] == ids[1]
+
+
+@pytest.mark.parametrize("daemon", ["link", "node"])
+def test_both_daemons_print_their_effective_configuration(daemon: str, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", f"fedzero.{daemon}", "--print-config", "--log-level", "debug"]
+    cmd += ["--state-dir", str(tmp_path / "state")]
+    env = {**os.environ, f"FEDZERO_{daemon.upper()}_DRAIN_GRACE": "7"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"[{daemon}]" in done.stdout
+    assert 'log-level = "debug"  # flag --log-level' in done.stdout
+    assert f"drain-grace = 7.0  # env FEDZERO_{daemon.upper()}_DRAIN_GRACE" in done.stdout
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("daemon", ["link", "node"])
+def test_both_daemons_refuse_a_bad_value_in_one_line(daemon: str) -> None:
+    cmd = [sys.executable, "-m", f"fedzero.{daemon}", "--drain-grace", "-1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"fedzero-{daemon}: {daemon}.drain_grace")
+    assert "Traceback" not in done.stderr
