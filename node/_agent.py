@@ -7,12 +7,19 @@ worker thread per run (serial within a run, concurrent across runs) or in a
 worker process per run, so heartbeats keep flowing while an app trains. Worker
 threads and bundle installs wake the IO thread through a :class:`WakePipe` it
 polls next to the DEALER.
+
+Supervision: a message from the link or a worker that makes its handler raise
+becomes an error reply (a task) or a log line (anything else); the IO thread
+goes on. Should the IO loop itself fail, the agent logs it, tells systemd, and
+stops pinging the watchdog (:attr:`NodeAgent.healthy` turns False), so systemd
+restarts the node instead of it looking alive.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +36,7 @@ from ._bundles import BundleFetcher
 from ._connection import ConnectionOptions, LinkConnection
 from ._dispatch import TaskDispatcher
 from ._runner import ProcessRunner, Runner, ThreadRunner
+from ._state_lock import StateDirLock
 from ._tasks import handle_message
 
 log = structlog.get_logger(__name__)
@@ -70,7 +78,9 @@ class NodeAgent:
         notifier: tells systemd the node serves, its status, and when it stops.
 
     Raises:
-        ConfigurationError: thread isolation without a ClientApp object.
+        ConfigurationError: thread isolation without a ClientApp object; process
+            isolation with a ClientApp object but no ``app_dir`` (a worker process
+            loads its app from a folder); ``state_dir`` in use by another node.
     """
 
     def __init__(
@@ -96,6 +106,12 @@ class NodeAgent:
     ) -> None:
         if isolation == "thread" and app is None:
             raise ConfigurationError("in-process (thread) isolation needs a ClientApp object")
+        if isolation == "process" and app is not None and app_dir is None:
+            raise ConfigurationError(
+                "process isolation loads the ClientApp from an app folder in each worker: "
+                "pass app_dir, or isolation='thread' to run this ClientApp object"
+            )
+        self._state_lock = StateDirLock(state_dir) if state_dir is not None else None
         self.app = app
         self._app_dir = app_dir
         self._isolation = isolation
@@ -126,6 +142,7 @@ class NodeAgent:
         self._lock = threading.RLock()
         self._drain_deadline: float | None = None
         self._next_watchdog = 0.0
+        self._failure: str | None = None
 
     # -------------------------------------------------------------- identity
 
@@ -143,6 +160,11 @@ class NodeAgent:
     def node_config(self) -> UserConfig:
         """This node's configuration, as sent to the link and given to every Context."""
         return self._conn.node_config
+
+    @property
+    def healthy(self) -> bool:
+        """False once the agent's IO loop failed (it no longer serves; systemd restarts it)."""
+        return self._failure is None
 
     @property
     def registrations(self) -> int:
@@ -185,17 +207,30 @@ class NodeAgent:
             ConfigurationError: the link address is not one ZeroMQ can connect to.
         """
         log.info("node_starting", link=self.link, node_config=self.node_config)
-        pollables = self._tasks.start(self._make_runner())
         try:
-            self._conn.connect()
-            self._notifier.ready(f"connecting to {self.link}")
-            self._loop(pollables)
+            pollables = self._tasks.start(self._make_runner())
+            try:
+                self._conn.connect()
+                self._notifier.ready(f"connecting to {self.link}")
+                self._loop(pollables)
+            finally:
+                self._tasks.close(5.0)
+                self._conn.close()
+        except Exception as exc:
+            self._failed(exc)
+            raise
         finally:
-            self._tasks.close(5.0)
-            self._conn.close()
             self._ctx.term()
             self._wake.close()
+            if self._state_lock is not None:
+                self._state_lock.release()
             log.info("node_stopped", node_id=self.node_id)
+
+    def _failed(self, exc: Exception) -> None:
+        """The IO loop is gone: say so (the watchdog pings stopped with it)."""
+        self._failure = f"{type(exc).__name__}: {exc}"
+        log.critical("node_failed", error=self._failure, traceback=traceback.format_exc())
+        self._notifier.status(f"failed: {self._failure}"[:200])
 
     def _make_runner(self) -> Runner:
         if self._isolation == "process" or self.app is None:
@@ -216,7 +251,8 @@ class NodeAgent:
                 self._tasks.on_reconnect()
             self._watchdog(now)
             watched = self._watch(poller, watched)
-            wait = min(self._conn.next_due(), self._next_watchdog) - now
+            due = self._tasks.next_due()
+            wait = min(self._conn.next_due(), self._next_watchdog, due or float("inf")) - now
             events = dict(poller.poll(max(0, int(wait * 1000)) + 1))
             if self._wake.fileno() in events:
                 self._wake.clear()
@@ -268,11 +304,17 @@ class NodeAgent:
             self._handle(frames)
         except DeserializationError as exc:
             log.warning("link_message_malformed", error=str(exc))
+        except Exception as exc:  # a task fails alone (see on_task); this is anything else
+            error, trace = repr(exc)[:2000], traceback.format_exc()
+            log.error("link_message_failed", error=error, traceback=trace)
 
     def _handle(self, frames: list[zmq.Frame]) -> None:
         kind, header, _ = parse_envelope(frames)
         if kind == "welcome":
-            self._tasks.on_welcome(header["node_id"], header["credit_threshold"])
+            # A welcome while not registered, after an earlier one: we reconnected.
+            rejoined = self._conn.registrations > 0 and not self._conn.registered.is_set()
+            threshold = header["credit_threshold"]
+            self._tasks.on_welcome(header["node_id"], threshold, rejoined=rejoined)
             self._conn.on_welcome(header)
         elif kind == "message":
             self._tasks.on_task(decode(frames), frames)

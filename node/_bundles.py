@@ -84,6 +84,9 @@ class BundleFetcher:
             except BundleError as exc:
                 log.error("bundle_refused", bundle=bundle_hash[:12], error=str(exc))
                 result = exc
+            except Exception as exc:  # e.g. a full disk: the waiting tasks fail, with the cause
+                log.exception("bundle_install_failed", bundle=bundle_hash[:12], error=repr(exc))
+                result = BundleError(f"cannot install bundle {bundle_hash[:12]}: {exc!r}")
             with self._lock:
                 self._ready[bundle_hash] = result
             self._wake()

@@ -7,6 +7,12 @@ once its app is known: a node without an app of its own first fetches the run's
 bundle from the link (the task waits for the install). A reply larger than the
 link's credit threshold is announced with a ``credit_request`` and sent when the
 link grants it, so a thousand nodes replying at once cannot swamp the link.
+
+A task the node cannot hand to its runner (whatever the cause) is answered with
+an error reply; it never ends the IO thread. A run's ClientApp ends with the
+run: at ``run_end``, and at a welcome that follows a reconnect (a link that
+restarted has no runs; one that only lost this node announces its runs again,
+with ``run``, before their next task).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from fedzero.core.wire import control
 from ._bundles import BundleFetcher
 from ._connection import LinkConnection
 from ._runner import Outgoing, Runner
+from ._tasks import failure_reply
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +82,10 @@ class TaskDispatcher:
         waiting = self._fetcher.waiting_tasks if self._fetcher is not None else 0
         return self._running.in_flight + waiting
 
+    def next_due(self) -> float | None:
+        """The earliest deadline of a task at the runner (monotonic), if any."""
+        return self._running.next_due()
+
     def idle(self) -> bool:
         """Nothing left to answer or to send."""
         return self.unfinished() == 0 and not self._awaiting_credit
@@ -88,9 +99,20 @@ class TaskDispatcher:
 
     # ------------------------------------------------------- from the link
 
-    def on_welcome(self, node_id: int, credit_threshold: int) -> None:
-        """(Re-)registered: the runs' Contexts take the node id; adopt the credit rule."""
+    def on_welcome(self, node_id: int, credit_threshold: int, *, rejoined: bool) -> None:
+        """(Re-)registered: adopt the credit rule; the runs' Contexts take the node id.
+
+        Args:
+            node_id: the id the link gave this node.
+            credit_threshold: replies above this many bytes wait for credit.
+            rejoined: the welcome follows a reconnect (or a ``reregister``): every
+                run ends here (their ClientApps with them); the runs the link still
+                has are announced again before their next task.
+        """
         self._credit_threshold = credit_threshold
+        if rejoined:
+            for run_id in sorted(self._contexts):
+                self.on_run_end(run_id, "the link registered this node anew")
         for ctx in self._contexts.values():
             ctx.node_id = node_id
 
@@ -114,16 +136,27 @@ class TaskDispatcher:
         else:
             ctx.run_config = header["run_config"]
 
-    def on_run_end(self, run_id: int) -> None:
-        """The run is over: forget its Context and stop its ClientApp."""
+    def on_run_end(self, run_id: int, why: str = "the run ended") -> None:
+        """The run is over: forget its Context and end its ClientApp now."""
         self._contexts.pop(run_id, None)
         self._run_bundles.pop(run_id, None)
         if self._runner is not None:
-            self._runner.end_run(run_id)
-        log.info("run_ended", run_id=run_id)
+            self._runner.end_run(run_id, why)
+        log.info("run_ended", run_id=run_id, reason=why)
 
     def on_task(self, msg: Message, frames: list[zmq.Frame]) -> None:
-        """Run a task for its run (``frames``: what it was decoded from, forwarded as is)."""
+        """Run a task for its run (``frames``: what it was decoded from, forwarded as is).
+
+        Whatever goes wrong on the way to the runner becomes the task's error reply.
+        """
+        try:
+            self._start_task(msg, frames)
+        except Exception as exc:
+            prefix = "the node could not run the task: "
+            reply = failure_reply(msg, ErrorCode.UNKNOWN, "task_failed", exc, prefix)
+            self._send_outgoing([Outgoing(msg.metadata.message_id, encode(reply))])
+
+    def _start_task(self, msg: Message, frames: list[zmq.Frame]) -> None:
         meta = msg.metadata
         if meta.dst_node_id != self._conn.node_id or meta.is_expired():
             log.warning("task_dropped", message_id=meta.message_id, expired=meta.is_expired())

@@ -11,24 +11,31 @@ Both runners are driven by the agent's IO thread and hand back replies as
   ``ipc://`` with zero-copy frames. A crash fails only the task it was running,
   and the next task gets a fresh worker. The app folder is per run, so each run
   can bring its own app (bundles).
+
+Both bound each task by its deadline (:func:`._tasks.task_deadline`): past it,
+the task is answered with ``MESSAGE_EXPIRED``; a worker process is killed, a
+thread is abandoned (Python cannot stop it; its late answer is dropped, and the
+run's next task goes to a fresh thread).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 import zmq
 
-from fedzero.core import ClientApp, ConfigurationError, Context, Message, encode
+from fedzero.core import ClientApp, ConfigurationError, Context, Error, ErrorCode, Message, encode
 from fedzero.core.wire import frames_nbytes
 
+from ._tasks import Deadline, failure_reply, task_deadline
 from .workers import WorkerPool
 
 log = structlog.get_logger(__name__)
@@ -67,8 +74,12 @@ class Runner(Protocol):
         """Replies that became ready (``ready``: the pollables that fired)."""
         ...
 
-    def end_run(self, run_id: int) -> None:
-        """Free the run's resources."""
+    def end_run(self, run_id: int, why: str) -> None:
+        """Free the run's resources now (``why``: for the log)."""
+        ...
+
+    def next_due(self) -> float | None:
+        """The earliest task deadline (monotonic), if a task is in flight."""
         ...
 
     @property
@@ -81,8 +92,61 @@ class Runner(Protocol):
         ...
 
 
+@dataclasses.dataclass(eq=False, slots=True)
+class _Call:
+    """One task for a run's thread."""
+
+    msg: Message
+    ctx: Context
+    deadline: Deadline
+    started: bool = False
+    abandoned: bool = False
+
+
+class _RunThread:
+    """One daemon thread that runs one run's calls in order (a hung app cannot block exit)."""
+
+    def __init__(self, run_id: int, work: Callable[[_Call], None]) -> None:
+        self._work = work
+        self._cond = threading.Condition()
+        self._calls: collections.deque[_Call] = collections.deque()
+        self._closed = False
+        name = f"fedzero-run-{run_id}"
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def put(self, call: _Call) -> None:
+        with self._cond:
+            self._calls.append(call)
+            self._cond.notify()
+
+    def close(self) -> list[_Call]:
+        """Take no more calls; return those it had not started."""
+        with self._cond:
+            self._closed = True
+            left = list(self._calls)
+            self._calls.clear()
+            self._cond.notify()
+        return left
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._calls and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                call = self._calls.popleft()
+                call.started = True
+            if not call.abandoned:  # its deadline passed while it waited
+                self._work(call)
+
+
 class ThreadRunner:
     """ClientApp calls on one thread per run, in this process.
+
+    A call still running at its task's deadline is abandoned (a thread cannot
+    be stopped): the task is answered with ``MESSAGE_EXPIRED``, the run's next
+    calls go to a fresh thread, and the late answer, if it ever comes, is dropped.
 
     Args:
         app: the ClientApp.
@@ -94,9 +158,9 @@ class ThreadRunner:
         self._app = app
         self._wake = wake
         self._handle = handle
-        self._pools: dict[int, ThreadPoolExecutor] = {}
-        self._done: queue.SimpleQueue[Message] = queue.SimpleQueue()
-        self._busy = 0
+        self._threads: dict[int, _RunThread] = {}
+        self._calls: list[_Call] = []  # in flight, in the order they came
+        self._done: queue.SimpleQueue[tuple[_Call, Message]] = queue.SimpleQueue()
 
     def pollables(self) -> list[zmq.Socket[bytes] | int]:
         """None: replies arrive through the agent's wake-up."""
@@ -106,48 +170,101 @@ class ThreadRunner:
         self, msg: Message, ctx: Context, frames: Sequence[Any], app_dir: Path | None
     ) -> list[Outgoing]:
         """Queue the call on the run's thread."""
-        pool = self._pools.get(ctx.run_id)
-        if pool is None:
-            pool = self._pools[ctx.run_id] = ThreadPoolExecutor(
-                1, thread_name_prefix=f"fedzero-run-{ctx.run_id}"
-            )
-        self._busy += 1
-        pool.submit(self._call, msg, ctx)
+        call = _Call(msg, ctx, task_deadline(msg, ctx.run_config, time.monotonic()))
+        self._calls.append(call)
+        self._thread(ctx.run_id).put(call)
         return []
 
-    def _call(self, msg: Message, ctx: Context) -> None:
+    def _thread(self, run_id: int) -> _RunThread:
+        thread = self._threads.get(run_id)
+        if thread is None:
+            thread = self._threads[run_id] = _RunThread(run_id, self._call)
+        return thread
+
+    def _call(self, call: _Call) -> None:
+        """On the run's thread: the reply to ``call``, whatever happens."""
         started = time.perf_counter()
-        self._done.put(self._handle(self._app, msg, ctx))
+        try:
+            reply = self._handle(self._app, call.msg, call.ctx)
+        except BaseException as exc:  # the handler itself failed: still answer the task
+            code = ErrorCode.CLIENT_APP_RAISED
+            reply = failure_reply(call.msg, code, "task_failed", exc)
+        self._done.put((call, reply))
         secs = round(time.perf_counter() - started, 4)
-        log.debug("task_done", run_id=ctx.run_id, message_type=msg.metadata.message_type, secs=secs)
+        meta = call.msg.metadata
+        log.debug("task_done", run_id=meta.run_id, message_type=meta.message_type, secs=secs)
         self._wake()
 
     def collect(self, ready: set[Any], now: float) -> list[Outgoing]:
-        """Encode the replies the threads finished."""
+        """Encode the replies the threads finished; answer the calls past their deadline."""
         out: list[Outgoing] = []
         while True:
             try:
-                reply = self._done.get_nowait()
+                call, reply = self._done.get_nowait()
             except queue.Empty:
-                return out
-            self._busy -= 1
-            out.append(Outgoing(reply.metadata.reply_to_message_id, encode(reply)))
+                break
+            if call.abandoned:
+                log.info("late_answer_dropped", run_id=call.ctx.run_id, reply_to=_id(call))
+                continue
+            self._calls.remove(call)
+            out.append(_outgoing(call.msg, reply))
+        for call in [c for c in self._calls if now >= c.deadline.at]:
+            out.extend(self._abandon(call))
+        return out
 
-    def end_run(self, run_id: int) -> None:
-        """Let the run's thread finish what it has; forget it."""
-        pool = self._pools.pop(run_id, None)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+    def _abandon(self, call: _Call) -> list[Outgoing]:
+        """Answer ``call`` as late; if it is running, leave its thread to it."""
+        call.abandoned = True
+        self._calls.remove(call)
+        run_id = call.ctx.run_id
+        if call.started:
+            log.warning(
+                "task_deadline_passed", run_id=run_id, message_id=_id(call), limit=call.deadline.why
+            )
+            thread = self._threads.pop(run_id, None)
+            for waiting in thread.close() if thread is not None else []:
+                self._thread(run_id).put(waiting)  # the next calls get a fresh thread
+        if call.deadline.ttl:
+            return []  # the link answered it already
+        return [_outgoing(call.msg, call.deadline.error(call.msg))]
+
+    def end_run(self, run_id: int, why: str) -> None:
+        """Drop the run's calls (a running one is left to finish, unanswered)."""
+        for call in [c for c in self._calls if c.ctx.run_id == run_id]:
+            call.abandoned = True
+            self._calls.remove(call)
+        thread = self._threads.pop(run_id, None)
+        if thread is not None:
+            thread.close()
+
+    def next_due(self) -> float | None:
+        """The earliest deadline of a call in flight."""
+        return min((c.deadline.at for c in self._calls), default=None)
 
     @property
     def in_flight(self) -> int:
-        """Calls submitted and not yet collected."""
-        return self._busy
+        """Calls submitted and not yet answered."""
+        return len(self._calls)
 
     def close(self, timeout: float) -> None:
-        """Stop taking work (running calls finish in their threads)."""
-        for pool in self._pools.values():
-            pool.shutdown(wait=False, cancel_futures=True)
+        """Stop taking work (running calls finish in their threads, unanswered)."""
+        for thread in self._threads.values():
+            thread.close()
+        self._threads.clear()
+
+
+def _id(call: _Call) -> str:
+    return call.msg.metadata.message_id
+
+
+def _outgoing(msg: Message, reply: Message) -> Outgoing:
+    """``reply`` encoded; an error reply if it cannot be (e.g. a dtype the wire lacks)."""
+    try:
+        frames = encode(reply)
+    except Exception as exc:
+        reason = f"cannot encode the ClientApp's reply: {type(exc).__name__}: {exc}"[:2000]
+        frames = encode(msg.create_error_reply(Error(ErrorCode.CLIENT_APP_RAISED, reason)))
+    return Outgoing(msg.metadata.message_id, frames)
 
 
 class ProcessRunner:
@@ -189,9 +306,13 @@ class ProcessRunner:
                 replies += self._pool.on_readable(item)
         return [Outgoing(r.reply_to, r.frames) for r in replies]
 
-    def end_run(self, run_id: int) -> None:
-        """Stop the run's worker."""
-        self._pool.end_run(run_id)
+    def end_run(self, run_id: int, why: str) -> None:
+        """Stop the run's worker (killed at once if it is busy)."""
+        self._pool.end_run(run_id, why)
+
+    def next_due(self) -> float | None:
+        """The earliest deadline of a task at a worker."""
+        return self._pool.next_due()
 
     @property
     def in_flight(self) -> int:

@@ -1,14 +1,30 @@
-"""Task handling: one message through the run's ClientApp, every failure an error reply."""
+"""Task handling: one message through the run's ClientApp, every failure an error reply.
+
+A task is also bounded in time (:func:`task_deadline`): by its TTL, and by a
+per-run task timeout, the number of seconds under the key ``task-timeout``
+(:data:`TASK_TIMEOUT_KEY`) in one of the task's ConfigRecords (e.g. a strategy's
+``train_config``) or, failing that, in the run config. A ClientApp still busy at
+the deadline is ended by the node (its worker process killed, or its thread
+abandoned) and the task is answered with ``MESSAGE_EXPIRED``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import time
 import traceback
+from collections.abc import Mapping
+from typing import Any, Final
 
 import structlog
 
 from fedzero.core import ClientApp, Context, Error, ErrorCode, Message
 
 log = structlog.get_logger(__name__)
+
+TASK_TIMEOUT_KEY: Final = "task-timeout"
+"""Seconds a ClientApp may take on one task (in a task's ConfigRecord, or the run config)."""
 
 
 def handle_message(app: ClientApp, msg: Message, ctx: Context) -> Message:
@@ -20,12 +36,69 @@ def handle_message(app: ClientApp, msg: Message, ctx: Context) -> Message:
     try:
         return app(msg, ctx)
     except Exception as exc:  # the app's failure must not take the node down
-        log.error(
-            "client_app_raised",
-            run_id=meta.run_id,
-            message_type=meta.message_type,
-            error=repr(exc),
-            traceback=traceback.format_exc(),
+        return failure_reply(msg, ErrorCode.CLIENT_APP_RAISED, "client_app_raised", exc)
+
+
+def failure_reply(
+    msg: Message, code: ErrorCode, event: str, exc: BaseException, prefix: str = ""
+) -> Message:
+    """Log ``exc`` with its traceback as ``event``; return the error reply to ``msg`` naming it."""
+    meta = msg.metadata
+    log.error(
+        event,
+        run_id=meta.run_id,
+        message_id=meta.message_id,
+        message_type=meta.message_type,
+        error=repr(exc),
+        traceback=traceback.format_exc(),
+    )
+    reason = f"{prefix}{type(exc).__name__}: {exc}"
+    return msg.create_error_reply(Error(code, reason[:2000]))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deadline:
+    """When a task must be answered (``time.monotonic()``), and what set that time.
+
+    Attributes:
+        at: the monotonic time of the deadline.
+        why: the limit, for people (``"its task-timeout of 30.0 s"``).
+        ttl: whether the TTL set it (the link has then answered the task itself).
+    """
+
+    at: float
+    why: str
+    ttl: bool
+
+    def error(self, msg: Message) -> Message:
+        """The error reply to ``msg`` once the deadline has passed."""
+        reason = f"the ClientApp did not answer within {self.why}; the node ended it"
+        return msg.create_error_reply(Error(ErrorCode.MESSAGE_EXPIRED, reason))
+
+
+def task_timeout(msg: Message, run_config: Mapping[str, Any]) -> float | None:
+    """The task's ``task-timeout`` in seconds (its ConfigRecords first, then the run config)."""
+    values = [rec[TASK_TIMEOUT_KEY] for rec in _config_records(msg) if TASK_TIMEOUT_KEY in rec]
+    value = values[0] if values else run_config.get(TASK_TIMEOUT_KEY)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        log.warning(
+            "task_timeout_ignored", value=repr(value)[:40], advice="a number of seconds > 0"
         )
-        reason = f"{type(exc).__name__}: {exc}"
-        return msg.create_error_reply(Error(ErrorCode.CLIENT_APP_RAISED, reason[:2000]))
+        return None
+    return float(value)
+
+
+def task_deadline(msg: Message, run_config: Mapping[str, Any], now: float) -> Deadline:
+    """The deadline of ``msg`` received at monotonic time ``now``: its TTL or its timeout."""
+    meta = msg.metadata
+    ttl = Deadline(now + meta.expires_at - time.time(), f"its TTL of {meta.ttl:g} s", ttl=True)
+    timeout = task_timeout(msg, run_config)
+    if timeout is None or now + timeout >= ttl.at:
+        return ttl
+    return Deadline(now + timeout, f"its {TASK_TIMEOUT_KEY} of {timeout:g} s", ttl=False)
+
+
+def _config_records(msg: Message) -> list[Mapping[str, Any]]:
+    return [] if msg.has_error() else list(msg.content.config_records.values())

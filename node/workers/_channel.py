@@ -52,7 +52,11 @@ class WorkerReply:
     @classmethod
     def error(cls, task: Task, reason: str) -> WorkerReply:
         """A ``CLIENT_APP_RAISED`` error reply to ``task``."""
-        reply = task.message.create_error_reply(Error(ErrorCode.CLIENT_APP_RAISED, reason))
+        return cls.of(task.message.create_error_reply(Error(ErrorCode.CLIENT_APP_RAISED, reason)))
+
+    @classmethod
+    def of(cls, reply: Message) -> WorkerReply:
+        """A reply made by the node itself (encoded here)."""
         return cls(reply, encode(reply))
 
     @property

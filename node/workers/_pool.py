@@ -24,12 +24,17 @@ A ClientApp that does not load fails the run's waiting tasks with the reason;
 the next task tries again. Tasks of one run are handed to its worker one at a
 time, so a crash fails exactly the task that was running; the ones waiting
 behind it go to the replacement.
+
+Deadlines: every task has one (its TTL, or a shorter ``task-timeout``, see
+:func:`fedzero.node._tasks.task_deadline`). A worker still busy with a task at
+its deadline is killed and the task answered with ``MESSAGE_EXPIRED`` (unless
+the TTL set the deadline: the link has answered it then); the run's next task
+gets a fresh worker. When a run ends, its worker is killed at once if it is
+busy (the answer is of no use any more), or asked to stop if it is idle.
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -41,19 +46,12 @@ import zmq
 
 from fedzero.core import ClosedError, Context, DecodeLimits, Message, encode
 
+from .._tasks import task_deadline
 from ._channel import WorkerChannel, WorkerReply
 from ._processes import LaunchOptions, Task, WorkerProc, WorkerProcesses, exit_text
+from ._runs import RunSlot, late_reply
 
 log = structlog.get_logger(__name__)
-
-
-@dataclasses.dataclass(slots=True)
-class _Run:
-    context: Context
-    app_dir: Path
-    queue: collections.deque[Task] = dataclasses.field(default_factory=collections.deque)
-    worker: WorkerProc | None = None
-    generation: int = 0
 
 
 class WorkerPool:
@@ -95,7 +93,7 @@ class WorkerPool:
             self.endpoint, python, env, log_level, start_timeout, stop_grace, watchdog_interval
         )
         self._procs = WorkerProcesses(launch)
-        self._runs: dict[int, _Run] = {}
+        self._runs: dict[int, RunSlot] = {}
         self._closed = False
 
     # ------------------------------------------------------------------ queries
@@ -111,10 +109,12 @@ class WorkerPool:
     @property
     def in_flight(self) -> int:
         """Tasks submitted and not yet answered (waiting or running)."""
-        busy = sum(
-            r.worker is not None and r.worker.current is not None for r in self._runs.values()
-        )
-        return busy + sum(len(r.queue) for r in self._runs.values())
+        return sum(len(r.tasks()) for r in self._runs.values())
+
+    def next_due(self) -> float | None:
+        """The earliest deadline of a task waiting or running (monotonic), if any."""
+        tasks = [t for r in self._runs.values() for t in r.tasks()]
+        return min((t.deadline.at for t in tasks if t.deadline is not None), default=None)
 
     @property
     def live_pids(self) -> list[int]:
@@ -169,7 +169,9 @@ class WorkerPool:
             ClosedError: the pool is closed.
         """
         run = self._run(context, app_dir)
-        run.queue.append(Task(msg, list(frames) if frames is not None else encode(msg)))
+        deadline = task_deadline(msg, context.run_config, time.monotonic())
+        payload = list(frames) if frames is not None else encode(msg)
+        run.queue.append(Task(msg, payload, deadline=deadline))
         return self._pump(run)
 
     def on_readable(self, item: zmq.Socket[bytes] | int) -> list[WorkerReply]:
@@ -184,7 +186,7 @@ class WorkerPool:
         return []
 
     def tick(self, now: float | None = None) -> list[WorkerReply]:
-        """Reap dead workers and kill those past a deadline; call once per loop turn.
+        """Reap dead workers, kill those past a deadline, fail late tasks; call once per turn.
 
         Args:
             now: ``time.monotonic()``, if the caller has it.
@@ -194,17 +196,28 @@ class WorkerPool:
         for proc in self._procs.check(now):
             replies.extend(self._drain())
             replies.extend(self._reap(proc))
+        for run in list(self._runs.values()):
+            replies.extend(self._expire(run, now))
         return replies
 
-    def end_run(self, run_id: int) -> None:
-        """Forget the run: drop its waiting tasks and stop its worker (killed after the grace)."""
+    def end_run(self, run_id: int, why: str = "the run ended") -> None:
+        """Forget the run: drop its tasks, kill its worker if busy, else ask it to stop.
+
+        Args:
+            run_id: the run.
+            why: the reason, for the log (e.g. ``"the run ended"``).
+        """
         run = self._runs.pop(run_id, None)
         if run is None:
             return
-        if run.queue or (run.worker is not None and run.worker.current is not None):
-            log.info("worker_tasks_dropped", run_id=run_id, waiting=len(run.queue))
-        if run.worker is not None:
-            self._retire(run.worker, "the run ended")
+        proc = run.worker
+        busy = proc is not None and proc.current is not None
+        if run.queue or busy:
+            log.info("worker_tasks_dropped", run_id=run_id, waiting=len(run.queue), running=busy)
+        if proc is not None:
+            self._retire(proc, why)
+            if busy:  # its answer is of no use any more: do not wait for it
+                self._procs.kill(proc, why)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop every worker (killing those still running after ``timeout``) and clean up."""
@@ -220,17 +233,17 @@ class WorkerPool:
 
     # ------------------------------------------------------- tasks to workers
 
-    def _run(self, context: Context, app_dir: str | Path) -> _Run:
+    def _run(self, context: Context, app_dir: str | Path) -> RunSlot:
         if self._closed:
             raise ClosedError("the WorkerPool is closed")
         run = self._runs.get(context.run_id)
         if run is None:
-            run = self._runs[context.run_id] = _Run(context, Path(app_dir))
+            run = self._runs[context.run_id] = RunSlot(context, Path(app_dir))
         else:
             run.context, run.app_dir = context, Path(app_dir)
         return run
 
-    def _pump(self, run: _Run) -> list[WorkerReply]:
+    def _pump(self, run: RunSlot) -> list[WorkerReply]:
         """Start the run's worker if needed; hand it the next task if it is idle."""
         if run.worker is None:
             run.generation += 1
@@ -262,8 +275,26 @@ class WorkerPool:
 
     def _drain(self) -> list[WorkerReply]:
         replies: list[WorkerReply] = []
-        self._channel.receive(lambda *message: replies.extend(self._on_message(*message)))
+        self._channel.receive(lambda *message: replies.extend(self._contained(*message)))
         return replies
+
+    def _contained(
+        self, identity: bytes, header: dict[str, Any], payload: list[zmq.Frame]
+    ) -> list[WorkerReply]:
+        """:meth:`_on_message`; a failure there fails the worker's task, never the IO thread."""
+        try:
+            return self._on_message(identity, header, payload)
+        except Exception as exc:
+            log.exception("worker_message_failed", identity=identity[:40], error=repr(exc))
+            proc = self._procs.get(identity)
+            if proc is None:
+                return []
+            reason = f"the node could not handle its worker's message: {exc!r}"[:2000]
+            proc.why = proc.why or reason
+            replies = self._fail_current(proc, "")
+            self._retire(proc, reason)
+            self._procs.kill(proc, reason)
+            return replies
 
     def _on_message(
         self, identity: bytes, header: dict[str, Any], payload: list[zmq.Frame]
@@ -281,7 +312,7 @@ class WorkerPool:
         return self._on_fatal(proc, run, str(header.get("reason", f"unknown op {op!r:.40}")))
 
     def _on_hello(
-        self, proc: WorkerProc, run: _Run | None, header: dict[str, Any]
+        self, proc: WorkerProc, run: RunSlot | None, header: dict[str, Any]
     ) -> list[WorkerReply]:
         if header.get("pid") != proc.pid or proc.ready:
             self._procs.kill(proc, f"its hello does not match ({header!r:.80})")
@@ -293,7 +324,7 @@ class WorkerPool:
         self._channel.init(proc, run.context, run.app_dir)
         return self._pump(run)
 
-    def _on_fatal(self, proc: WorkerProc, run: _Run | None, reason: str) -> list[WorkerReply]:
+    def _on_fatal(self, proc: WorkerProc, run: RunSlot | None, reason: str) -> list[WorkerReply]:
         log.error("worker_fatal", run_id=proc.run_id, pid=proc.pid, reason=reason)
         proc.why = reason
         replies = self._fail_current(proc, f"ClientApp worker for run {proc.run_id} failed: ")
@@ -303,7 +334,7 @@ class WorkerPool:
         return replies
 
     def _on_reply(
-        self, proc: WorkerProc, run: _Run | None, payload: list[zmq.Frame]
+        self, proc: WorkerProc, run: RunSlot | None, payload: list[zmq.Frame]
     ) -> list[WorkerReply]:
         task, proc.current = proc.current, None
         if task is None or proc.retired or run is None:
@@ -323,7 +354,7 @@ class WorkerPool:
             return []
         return [WorkerReply.error(task, (prefix + proc.why)[:2000])]
 
-    def _fail_queue(self, run: _Run, reason: str) -> list[WorkerReply]:
+    def _fail_queue(self, run: RunSlot, reason: str) -> list[WorkerReply]:
         replies = []
         while run.queue:
             replies.append(WorkerReply.error(run.queue.popleft(), reason))
@@ -340,6 +371,29 @@ class WorkerPool:
                 replies += self._fail_queue(run, proc.why)
             elif run.queue:  # the next task starts a replacement (with a fresh Context)
                 replies += self._pump(run)
+        return replies
+
+    def _expire(self, run: RunSlot, now: float) -> list[WorkerReply]:
+        """Fail the run's tasks past their deadline; kill its worker if it is busy with one."""
+        replies = [reply for task in run.pop_late(now) for reply in late_reply(task)]
+        proc, task = run.worker, run.overdue(now)
+        if proc is None or task is None or task.deadline is None:
+            return replies
+        reason = f"its task passed {task.deadline.why}"
+        meta = task.message.metadata
+        log.warning(
+            "task_deadline_passed",
+            run_id=meta.run_id,
+            message_id=meta.message_id,
+            limit=task.deadline.why,
+            pid=proc.pid,
+        )
+        proc.current = None
+        self._retire(proc, reason)
+        self._procs.kill(proc, reason)
+        replies.extend(late_reply(task))
+        if run.queue:  # the next task gets a fresh worker
+            replies.extend(self._pump(run))
         return replies
 
     def _retire(self, proc: WorkerProc, why: str) -> None:

@@ -24,6 +24,8 @@ import structlog
 
 from fedzero.core import Message, UserConfig
 
+from .._tasks import Deadline
+
 log = structlog.get_logger(__name__)
 
 _HAS_PIDFD: Final = hasattr(os, "pidfd_open") and hasattr(select, "epoll")
@@ -39,6 +41,7 @@ class Task:
     message: Message
     frames: list[Any]
     sent_at: float = 0.0
+    deadline: Deadline | None = None
 
 
 @dataclasses.dataclass(slots=True)
