@@ -9,21 +9,32 @@ from ._codec import (
     decode,
     decode_content,
     decode_metadata,
+    decode_metrics,
     encode,
     encode_content,
     encode_header,
     frames_nbytes,
     metadata_json,
 )
-from ._json import loads_strict
+from ._json import dumps_strict, finite_json, from_json_float, loads_strict, to_json_float
 from ._limits import DecodeLimits
-from ._protocol import PEER_VERSION, control, parse_envelope
+from ._protocol import (
+    ENDPOINT_KINDS,
+    KINDS,
+    PEER_VERSION,
+    RUN_SECRET_ENV,
+    control,
+    parse_envelope,
+)
 from ._safetensors import parse_payload
 
 __all__ = [
+    "ENDPOINT_KINDS",
+    "KINDS",
     "MAX_ID",
     "PEER_VERSION",
     "PROTOCOL_VERSION",
+    "RUN_SECRET_ENV",
     "Buffer",
     "DecodeLimits",
     "as_memoryview",
@@ -31,14 +42,19 @@ __all__ = [
     "decode",
     "decode_content",
     "decode_metadata",
+    "decode_metrics",
+    "dumps_strict",
     "encode",
     "encode_content",
     "encode_header",
+    "finite_json",
     "frames_nbytes",
+    "from_json_float",
     "is_float_dtype",
     "loads_strict",
     "metadata_json",
     "new_message_id",
     "parse_envelope",
     "parse_payload",
+    "to_json_float",
 ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 from collections.abc import Sequence
 from typing import Any, Final, TypeAlias, cast
@@ -22,7 +21,7 @@ from .._array_record import ArrayRecord, NDArray
 from .._errors import DeserializationError
 from .._message import MAX_ID, Error, Message, Metadata, validate_message_type
 from .._records import ConfigRecord, MetricRecord, RecordDict
-from ._json import loads_strict
+from ._json import dumps_strict, finite_json, from_json_float, loads_strict, to_json_float
 from ._limits import DecodeLimits
 from ._safetensors import build_payload, parse_payload
 
@@ -60,6 +59,8 @@ def metadata_json(meta: Metadata) -> dict[str, Any]:
 def _config_json(value: Any) -> Any:
     if isinstance(value, bytes):
         return {"b64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, float):
+        return to_json_float(value)
     if isinstance(value, list):
         return [_config_json(v) for v in value]
     return value
@@ -99,7 +100,7 @@ def encode_content(content: RecordDict) -> tuple[list[dict[str, Any]], list[Buff
             )
             tensors.extend((k, arr) for _, k, arr in entries)
         elif isinstance(record, MetricRecord):
-            records.append({"key": rkey, "type": "metric", "items": dict(record)})
+            records.append({"key": rkey, "type": "metric", "items": finite_json(dict(record))})
         else:
             items = {k: _config_json(v) for k, v in record.items()}
             records.append({"key": rkey, "type": "config", "items": items})
@@ -121,7 +122,7 @@ def encode_header(
         header["error"] = {"code": int(error.code), "reason": error.reason}
     else:
         header["content"] = content if content is not None else []
-    return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return dumps_strict(header)
 
 
 def encode(message: Message) -> list[Buffer]:
@@ -199,10 +200,33 @@ def decode_metadata(raw: object) -> Metadata:
     return Metadata(**values)
 
 
+def _metric_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return [from_json_float(v) for v in value]
+    return from_json_float(value)
+
+
+def decode_metrics(raw: object, where: str) -> MetricRecord:
+    """The MetricRecord an ``items`` object describes (non-finite floats as ``{"f": ...}``).
+
+    Raises:
+        DeserializationError: not an object of numbers or lists of numbers.
+    """
+    try:
+        items = _object(raw, where)
+        return MetricRecord({k: _metric_value(v) for k, v in items.items()})
+    except (TypeError, ValueError) as exc:
+        raise DeserializationError(f"{where}: {exc}") from None
+
+
 def _config_value(value: Any) -> Any:
     if isinstance(value, dict):
+        if set(value) == {"f"}:
+            return from_json_float(value)
         if set(value) != {"b64"} or not isinstance(value["b64"], str):
-            raise ValueError('an object in a config value must be {"b64": "<base64>"}')
+            raise ValueError(
+                'an object in a config value must be {"b64": "<base64>"} or {"f": "NaN"}'
+            )
         try:
             return base64.b64decode(value["b64"], validate=True)
         except binascii.Error as exc:
@@ -220,9 +244,9 @@ def _decode_record(raw: object, arrays: dict[str, NDArray], used: set[str]) -> t
     expected = {"key", "type", "tensors" if kind == "array" else "items"}
     if set(raw) != expected:
         raise DeserializationError(f"{where}: fields must be {sorted(expected)}")
+    if kind == "metric":
+        return key, decode_metrics(raw["items"], where)
     try:
-        if kind == "metric":
-            return key, MetricRecord(_object(raw["items"], where))
         if kind == "config":
             items = _object(raw["items"], where)
             return key, ConfigRecord({k: _config_value(v) for k, v in items.items()})
@@ -295,7 +319,7 @@ def decode_header(frame: memoryview, limits: DecodeLimits = _DEFAULT_LIMITS) -> 
         raise DeserializationError(
             f"frame 0: {len(frame)} bytes exceed the header cap of {limits.max_header_bytes}"
         )
-    header = loads_strict(frame, what="frame 0", allow_nan=True)
+    header = loads_strict(frame, what="frame 0")
     if not isinstance(header, dict):
         raise DeserializationError("frame 0: header must be a JSON object")
     version = header.get("v")

@@ -1,11 +1,32 @@
-"""Strict JSON parsing of untrusted headers."""
+r"""Strict JSON: what a peer sends is parsed with no surprises; what we send is RFC 8259.
+
+Parsing (:func:`loads_strict`) refuses, at parse time, everything a later
+reader could trip over: duplicate keys, the ``NaN``/``Infinity`` tokens,
+integers outside signed 64 bits, and strings that are not sequences of Unicode
+scalar values (a ``\\ud800`` escape decodes to a lone surrogate, which no UTF-8
+encoder accepts; echoing it back, logging it or storing it would raise).
+
+Writing (:func:`dumps_strict`) never emits the non-standard tokens: a
+non-finite float is written in the documented form ``{"f": "NaN"}``,
+``{"f": "Infinity"}`` or ``{"f": "-Infinity"}`` (see PROTOCOL.md), which
+:func:`from_json_float` turns back into a float where a number is expected.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import math
+import re
+from typing import Any, Final
 
 from .._errors import DeserializationError
+
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**63 - 1
+NONFINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""The spellings of non-finite floats in ``{"f": ...}``."""
+
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _reject_duplicates(what: str) -> Any:
@@ -13,7 +34,7 @@ def _reject_duplicates(what: str) -> Any:
         out: dict[str, Any] = {}
         for key, value in pairs:
             if key in out:
-                raise DeserializationError(f"{what}: duplicate key {key!r}")
+                raise DeserializationError(f"{what}: duplicate key {key!r:.80}")
             out[key] = value
         return out
 
@@ -22,25 +43,70 @@ def _reject_duplicates(what: str) -> Any:
 
 def _reject_constant(what: str) -> Any:
     def hook(name: str) -> Any:
-        raise DeserializationError(f"{what}: {name} is not allowed here")
+        raise DeserializationError(
+            f'{what}: {name} is not allowed (not JSON; a non-finite metric is {{"f": "{name}"}})'
+        )
 
     return hook
+
+
+def _int_in_range(what: str) -> Any:
+    def hook(text: str) -> int:
+        value = int(text)
+        if not INT_MIN <= value <= INT_MAX:
+            raise DeserializationError(f"{what}: integer {text:.30} does not fit in 64 bits")
+        return value
+
+    return hook
+
+
+def _is_scalar_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_scalar_values(value: Any, what: str) -> None:
+    """Raise unless every string in ``value`` (keys included) is valid Unicode.
+
+    Raises:
+        DeserializationError: a string holds a lone surrogate.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not _is_scalar_text(item):
+                raise DeserializationError(
+                    f"{what}: string {item!r:.60} holds a lone surrogate "
+                    "(strings must be Unicode scalar values)"
+                )
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def loads_strict(data: bytes | memoryview, *, what: str, allow_nan: bool = False) -> Any:
     """Parse UTF-8 JSON from an untrusted peer.
 
     Duplicate object keys are an error (a parser that keeps the last one would
-    let two readers disagree about the same bytes).
+    let two readers disagree about the same bytes), so are integers outside
+    signed 64 bits and strings with lone surrogates.
 
     Args:
         data: the bytes to parse.
         what: names the input in error messages, e.g. ``"frame 0"``.
-        allow_nan: accept the ``NaN``/``Infinity``/``-Infinity`` extension tokens.
+        allow_nan: accept the ``NaN``/``Infinity``/``-Infinity`` extension tokens
+            (only for our own files, never for the wire).
 
     Raises:
         DeserializationError: the bytes are not UTF-8, not JSON, too deeply
-            nested, or contain duplicate keys.
+            nested, contain duplicate keys, out-of-range integers or strings
+            that are not Unicode scalar values.
     """
     try:
         text = bytes(data).decode("utf-8")
@@ -48,11 +114,14 @@ def loads_strict(data: bytes | memoryview, *, what: str, allow_nan: bool = False
         raise DeserializationError(
             f"{what}: not valid UTF-8 ({exc.reason} at {exc.start})"
         ) from None
-    kwargs: dict[str, Any] = {"object_pairs_hook": _reject_duplicates(what)}
+    kwargs: dict[str, Any] = {
+        "object_pairs_hook": _reject_duplicates(what),
+        "parse_int": _int_in_range(what),
+    }
     if not allow_nan:
         kwargs["parse_constant"] = _reject_constant(what)
     try:
-        return json.loads(text, **kwargs)
+        value = json.loads(text, **kwargs)
     except DeserializationError:
         raise
     except json.JSONDecodeError as exc:
@@ -61,3 +130,51 @@ def loads_strict(data: bytes | memoryview, *, what: str, allow_nan: bool = False
         raise DeserializationError(f"{what}: JSON nested too deeply") from None
     except ValueError as exc:  # e.g. an integer literal with too many digits
         raise DeserializationError(f"{what}: {exc}") from None
+    if _SURROGATE_ESCAPE.search(text):  # rare: only then walk the value
+        check_scalar_values(value, what)
+    return value
+
+
+def to_json_float(value: float) -> float | dict[str, str]:
+    """``value`` as frame 0 writes it: itself if finite, else ``{"f": ...}``."""
+    if math.isfinite(value):
+        return value
+    return {"f": "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
+
+
+def from_json_float(value: Any) -> Any:
+    """Undo :func:`to_json_float` (other values are returned as they are).
+
+    Raises:
+        ValueError: ``value`` is an object other than ``{"f": "NaN"|"Infinity"|"-Infinity"}``.
+    """
+    if not isinstance(value, dict):
+        return value
+    if set(value) != {"f"} or value["f"] not in NONFINITE:
+        raise ValueError('a non-finite number must be {"f": "NaN"|"Infinity"|"-Infinity"}')
+    return NONFINITE[value["f"]]
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every non-finite float (at any depth) in the ``{"f": ...}`` form."""
+    if isinstance(value, float):
+        return to_json_float(value)
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def dumps_strict(value: Any) -> bytes:
+    """Encode ``value`` as compact RFC 8259 JSON in UTF-8; never raises on our own data.
+
+    Non-finite floats take the ``{"f": ...}`` form. A string that is not valid
+    Unicode (it can only come from a peer, and parsing refuses those) has its
+    bad code points replaced by ``?`` rather than failing the reply or log line.
+    """
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        text = json.dumps(finite_json(value), separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "replace")

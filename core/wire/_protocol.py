@@ -8,20 +8,20 @@ Every ZeroMQ message between fedzero peers starts with a JSON header frame with
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, Final
 
 from .._errors import DeserializationError
 from .._message import MAX_ID
 from ._codec import PROTOCOL_VERSION, as_memoryview, decode_header
+from ._json import dumps_strict
 from ._limits import DecodeLimits
 
 # Field types: "int" (non-negative, < 2**63), "num" (finite int or float), "str",
 # "dict", "list", "int?" (int or null), "bool".
 KINDS: Final[dict[str, dict[str, str]]] = {
     # node -> link
-    "hello": {"node_id": "int?", "node_config": "dict", "version": "str"},
+    "hello": {"node_id": "int?", "node_config": "dict", "version": "str", "session": "str?"},
     "ping": {},
     "credit_request": {"reply_to": "str", "nbytes": "int"},
     "bye": {"reason": "str"},
@@ -34,15 +34,16 @@ KINDS: Final[dict[str, dict[str, str]]] = {
         "heartbeat_timeout": "num",
         "max_message_bytes": "int",
         "credit_threshold": "int",
+        "session": "str",
     },
     "pong": {},
-    "run": {"run_id": "int", "run_config": "dict"},
+    "run": {"run_id": "int", "run_config": "dict", "bundle": "str?"},
     "run_end": {"run_id": "int"},
     "credit_grant": {"reply_to": "str"},
     "reregister": {"reason": "str"},
-    "refused": {"code": "int", "reason": "str"},
+    "refused": {"code": "int", "reason": "str", "reply_to": "str?"},
     # ServerApp -> link
-    "app_hello": {"run_id": "int?", "run_config": "dict", "version": "str"},
+    "app_hello": {"run_id": "int?", "run_config": "dict", "version": "str", "secret": "str?"},
     "get_nodes": {"min_nodes": "int", "timeout": "num"},
     "report": {"round": "int", "metrics": "dict"},
     "push": {"metadata": "dict", "content": "list", "dst": "list", "aggregate": "dict?"},
@@ -66,6 +67,17 @@ KINDS: Final[dict[str, dict[str, str]]] = {
     "synced": {"committed": "int"},
     "node_list": {"nodes": "list"},
 }
+
+ENDPOINT_KINDS: Final[dict[str, frozenset[str]]] = {
+    "fleet": frozenset({"hello", "ping", "credit_request", "bye", "get_bundle", "message"}),
+    "app": frozenset({"app_hello", "ping", "get_nodes", "report", "push", "ack", "app_bye"}),
+    "control": frozenset({"submit_run", "list_runs", "logs", "stop_run", "list_nodes", "sync"}),
+}
+"""The kinds each of the link's endpoints accepts (the rest of :data:`KINDS` go out)."""
+
+RUN_SECRET_ENV: Final = "FEDZERO_RUN_SECRET"  # noqa: S105 - a variable's name
+"""The environment variable in which the link's exec service hands a ServerApp
+process the secret of its run (sent as ``app_hello.secret``)."""
 
 PEER_VERSION: Final = "fedzero/1"
 """What a node's ``hello`` and a ServerApp's ``app_hello`` send as ``version``."""
@@ -122,4 +134,4 @@ def control(kind: str, **fields: Any) -> list[bytes]:
     if kind not in KINDS or kind == "message":
         raise ValueError(f"unknown control kind {kind!r}")
     header = {"v": PROTOCOL_VERSION, "kind": kind, **fields}
-    return [json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")]
+    return [dumps_strict(header)]

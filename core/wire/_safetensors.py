@@ -152,6 +152,8 @@ def parse_payload(frames: Sequence[memoryview], limits: DecodeLimits) -> dict[st
             raise DeserializationError(
                 f"frame {i + 2}: {len(frame)} bytes, tensor {key!r:.80} needs {end - begin}"
             )
+        if dtype == np.bool_ and len(frame) and np.frombuffer(frame, np.uint8).max() > 1:
+            raise DeserializationError(f"tensor {key!r:.80}: BOOL bytes must be 0 or 1")
         arr = np.frombuffer(frame, dtype=dtype).reshape(shape)
         if not arr.flags.aligned:  # only from foreign writers; ours are aligned
             arr = arr.copy()

@@ -176,7 +176,7 @@ sth["w"]["data_offsets"] = [48, 0]
 case("reversed offsets", _with_st_header(VALID, sth), "begin <= end")
 sth = _st_header(VALID)
 sth["w"]["data_offsets"] = [0, 2**70]
-case("offset out of range", _with_st_header(VALID, sth), "bytes of data")
+case("offset out of range", _with_st_header(VALID, sth), "does not fit in 64 bits")
 sth = _st_header(VALID)
 sth["w"]["extra"] = 1
 case("unknown entry field", _with_st_header(VALID, sth), "exactly dtype")
