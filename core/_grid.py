@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -29,7 +30,16 @@ from ._message import SERVER_NODE_ID, Message, new_message_id
 from ._records import MetricRecord, RecordDict
 from ._round_result import RoundResult
 from .runtime import CurveKeys, apply_client_curve
-from .wire import PEER_VERSION, control, decode, encode_content, metadata_json, parse_envelope
+from .wire import (
+    PEER_VERSION,
+    RUN_SECRET_ENV,
+    control,
+    decode,
+    encode_content,
+    finite_json,
+    metadata_json,
+    parse_envelope,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +98,13 @@ class Grid:
                 apply_client_curve(self._sock, curve)
             self._sock.connect(link)
             config = dict(run_config or {})
-            self._send(control("app_hello", run_id=run_id, run_config=config, version=PEER_VERSION))
+            # A run the link started for this process needs the secret it handed us.
+            secret = os.environ.get(RUN_SECRET_ENV) if run_id is not None else None
+            proof = {"secret": secret} if secret else {}
+            hello = control(
+                "app_hello", run_id=run_id, run_config=config, version=PEER_VERSION, **proof
+            )
+            self._send(hello)
             if not self._wait(lambda: self._run_id is not None, connect_timeout):
                 raise FedzeroTimeoutError(
                     f"link at {link} did not answer within {connect_timeout}s"
@@ -165,7 +181,7 @@ class Grid:
         such as ``fedzero local``'s progress display show them.
         """
         clean = dict(MetricRecord(dict(metrics)))
-        self._send(control("report", round=int(server_round), metrics=clean))
+        self._send(control("report", round=int(server_round), metrics=finite_json(clean)))
         self._emit(event="report", round=int(server_round), metrics=clean)
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:

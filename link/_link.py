@@ -349,6 +349,7 @@ class Link:
                 self._start_drain(router, argument)
             elif name == "reload":
                 self._auth.reload()
+                router.keys_reloaded()  # nodes whose key was revoked are cut off
 
     def _start_drain(self, router: Router, grace: float) -> None:
         if self._drain_deadline is not None:  # asked twice (a second Ctrl-C): stop now

@@ -4,9 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import heapq
+import hmac
+import secrets
 import time
-from typing import Any
+from typing import Any, Final
+
+_RUN_KEY: Final = secrets.token_bytes(32)
+"""This link process's key for run secrets (never leaves the process)."""
+
+
+def run_secret(run_id: int) -> str:
+    """The secret a ServerApp presents to attach to ``run_id`` (``app_hello.secret``).
+
+    Derived from a random key of this link process, so it is unguessable, needs
+    no storage, and dies with the process (a restarted link interrupts its runs).
+    """
+    digest = hmac.new(_RUN_KEY, f"run:{run_id}".encode(), hashlib.sha256)
+    return digest.hexdigest()
+
+
+def same_secret(given: object, expected: str) -> bool:
+    """Constant-time comparison of a peer's token (any JSON value) with ours."""
+    if not isinstance(given, str):
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
 
 
 class RunStatus(enum.StrEnum):
@@ -33,6 +56,22 @@ class Node:
     informed_runs: set[int] = dataclasses.field(default_factory=set)
     bytes_in: int = 0
     bytes_out: int = 0
+    session: str = dataclasses.field(default_factory=lambda: secrets.token_hex(16))
+    """The token of this registration (sent in ``welcome``; a re-hello elsewhere needs it)."""
+    offline_since: float = 0.0  # monotonic; 0 while online
+    unanswered: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Bytes of each task sent on this connection and not answered yet."""
+    backlog: int = 0
+    """Their sum: what may still sit unread in this node's queue."""
+
+    def sent(self, message_id: str, nbytes: int) -> None:
+        """A task of ``nbytes`` went out on this connection."""
+        self.unanswered[message_id] = nbytes
+        self.backlog += nbytes
+
+    def answered(self, message_id: str) -> None:
+        """The node answered ``message_id`` (so it read it), in time or not."""
+        self.backlog -= self.unanswered.pop(message_id, 0)
 
 
 @dataclasses.dataclass(slots=True)
@@ -55,6 +94,10 @@ class Run:
     exec_done: bool = True  # False while an exec-managed ServerApp process is alive
     ended_seq: int = 0  # the store write sequence number at the run's end
     nodes: set[int] = dataclasses.field(default_factory=set)
+    bytes_in: int = 0  # replies received for this run
+    bytes_out: int = 0  # tasks sent for this run
+    app_gone_since: float = 0.0
+    """Since when its ServerApp's connection is gone (monotonic; 0: it is there)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -69,6 +112,8 @@ class Pending:
     group_id: str
     expires_at: float  # wall clock, as the message's created_at + ttl
     round_id: str = ""  # set when the link aggregates this message's round
+    ttl: float = 0.0  # the message's ttl (a reply may not outlive it)
+    created_at: float = 0.0  # the message's created_at (wall clock)
 
 
 class PendingTable:

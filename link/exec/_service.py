@@ -27,7 +27,9 @@ import structlog
 
 from fedzero.core.bundles import BundleCache, BundleError
 from fedzero.core.runtime import WakePipe
+from fedzero.core.wire import RUN_SECRET_ENV
 
+from .._state import run_secret
 from ..store import StoreWriter
 
 log = structlog.get_logger(__name__)
@@ -160,7 +162,7 @@ class ExecService:
             return
         cmd = [sys.executable, "-m", _SERVER_APP_MODULE, "--app-dir", str(app_dir)]
         cmd += ["--link", self.app_endpoint, "--run-id", str(run_id)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", RUN_SECRET_ENV: run_secret(run_id)}
         pipe, out = subprocess.PIPE, subprocess.STDOUT
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             cmd, stdout=pipe, stderr=out, stdin=subprocess.DEVNULL, env=env

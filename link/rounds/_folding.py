@@ -3,10 +3,17 @@
 Float arrays go through a streaming accumulator from fedzero.aggregation;
 other arrays (integer counters such as BatchNorm's ``num_batches_tracked``)
 are averaged in float64 and rounded back, since they are typically tiny.
+
+Weights are normalised in float64 before they touch a sum: each is scaled by
+the power of two of the round's first weight (exact, so a legit round's result
+is bit for bit the same), which keeps huge (1e308) and subnormal weights and
+their sum finite. A weight that cannot be brought into range is rejected, and
+a round whose aggregate is nevertheless not finite fails with a clear error.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -23,6 +30,7 @@ from fedzero.aggregation.kernels import (
     TrimmedMeanAccumulator,
     UpdateRejected,
     WeightedMeanAccumulator,
+    all_finite,
 )
 from fedzero.aggregation.kernels import warmup as _warmup_kernels
 from fedzero.core import ArrayRecord, RecordDict
@@ -99,6 +107,32 @@ class RoundState:
         self.other_sums = {k: np.zeros(v.shape, np.float64) for k, v in self.others.items()}
         self.weight = 0.0
         self.metrics: list[tuple[dict[str, Any], float]] = []
+        self.exponent: int | None = None
+        """The binary exponent of the round's first weight: every weight is scaled by it."""
+
+    def _normalised(self, weight: float) -> float:
+        """``weight`` scaled by the round's power of two, checked in float64.
+
+        Raises:
+            UpdateRejected: the weight is not finite and > 0, or out of range
+                relative to this round's weights (its scaled value or the sum
+                would not be a finite positive float64).
+        """
+        w = float(weight)
+        if not math.isfinite(w) or w <= 0:
+            raise UpdateRejected(f"weight must be finite and > 0, got {weight!r}")
+        if self.exponent is None:
+            self.exponent = math.frexp(w)[1]
+        try:
+            scaled = math.ldexp(w, -self.exponent)
+        except OverflowError:
+            scaled = math.inf
+        if not (math.isfinite(scaled) and scaled > 0 and math.isfinite(self.weight + scaled)):
+            raise UpdateRejected(
+                f"weight {w!r} is out of range next to this round's weights (float64 overflow "
+                "or underflow)"
+            )
+        return scaled
 
     def _check_others(self, update: Arrays) -> None:
         names = set(update)
@@ -127,11 +161,12 @@ class RoundState:
         """Fold ``("fold", round_id, reply_to, node_id, arrays, weight, metrics)`` jobs."""
         outcomes: list[tuple[Any, ...]] = []
         good: list[tuple[tuple[Any, ...], list[tuple[Arrays, float]]]] = []
-        for job in jobs:
-            _, round_id, reply_to, node_id, arrays, weight, _metrics = job
+        for raw in jobs:
+            _, round_id, reply_to, node_id, arrays, weight, _metrics = raw
             try:
                 self._check_others(arrays)
-                good.append((job, self._pairs(arrays, weight)))
+                job = (*raw[:5], self._normalised(weight), raw[6])
+                good.append((job, self._pairs(arrays, job[5])))
             except UpdateRejected as exc:
                 outcomes.append(("folded", round_id, reply_to, node_id, exc.reason))
         try:
@@ -155,10 +190,22 @@ class RoundState:
         return outcomes
 
     def finish(self) -> tuple[dict[str, np.ndarray] | None, dict[str, Any]]:
-        """Return the aggregated arrays (None if nothing was folded) and metrics."""
+        """Return the aggregated arrays (None if nothing was folded) and metrics.
+
+        Raises:
+            ValueError: the aggregate is not finite although the round rejects
+                non-finite values (weights or values too large for the sums).
+        """
         if self.acc.count == 0:
             return None, {}
         out = dict(self.acc.finish())
+        if self.spec.reject_non_finite:
+            bad = [name for name, arr in out.items() if not all_finite(arr)]
+            if bad:
+                raise ValueError(
+                    f"the aggregate of {bad[:3]} is not finite (updates or weights too large "
+                    f"for the {self.acc.acc_dtype(bad[0])} sums); the round has no result"
+                )
         for name, total in self.other_sums.items():
             ref = self.others[name]
             mean = total / self.weight
@@ -189,7 +236,12 @@ class RoundState:
                     outcomes.append(("finished", round_id, None, {}, f"cannot aggregate: {exc}"))
             elif kind == "finish":
                 state = states.pop(round_id, None)
-                arrays, metrics = state.finish() if state else (None, {})
+                try:
+                    arrays, metrics = state.finish() if state else (None, {})
+                except ValueError as exc:
+                    log.error("round_not_finite", round_id=round_id, error=str(exc))
+                    outcomes.append(("finished", round_id, None, {}, f"cannot aggregate: {exc}"))
+                    continue
                 if arrays is not None and job[2] is not None:
                     _checkpoint(arrays, *job[2])
                 outcomes.append(("finished", round_id, arrays, metrics, None))

@@ -11,29 +11,36 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Final
 
 import structlog
 import zmq
 
-from fedzero.core import DeserializationError, ErrorCode, MetricRecord
+from fedzero.core import DeserializationError, ErrorCode
 from fedzero.core.wire import (
+    ENDPOINT_KINDS,
     MAX_ID,
     control,
     decode_content,
     decode_metadata,
+    decode_metrics,
     encode_header,
+    finite_json,
     frames_nbytes,
     parse_envelope,
     parse_payload,
 )
 
-from .._state import Pending, Run, RunStatus
+from .._config import LinkConfig
+from .._state import Node, Pending, Run, RunStatus, run_secret, same_secret
 from ..rounds import AggregateSpec
 from ._core import RoutingCore
 from ._runs import RunLifecycle
 
 log = structlog.get_logger(__name__)
+
+MAX_TARGETS: Final = 65_536
+"""Most destinations of one push."""
 
 
 class AppSide:
@@ -58,6 +65,11 @@ class AppSide:
             core.stats["app_malformed"] += 1
             log.warning("app_message_malformed", error=str(exc))
             core.refuse(core.app, rid, ErrorCode.MALFORMED, str(exc))
+            return
+        if kind not in ENDPOINT_KINDS["app"]:
+            core.stats["app_unexpected_kind"] += 1
+            reason = f"kind {kind!r:.40} is not accepted on the link's app endpoint (ServerApps)"
+            core.refuse(core.app, rid, ErrorCode.UNSUPPORTED, reason)
             return
         if kind == "app_hello":
             if core.draining:
@@ -84,8 +96,6 @@ class AppSide:
             self._on_push(rid, run, header, views)
         elif kind == "app_bye":
             self._runs.end(run, RunStatus.FINISHED)
-        else:
-            core.refuse(core.app, rid, ErrorCode.UNSUPPORTED, f"kind {kind!r} not accepted here")
 
     def answer_node_waiters(self, now: float) -> None:
         """Answer ``get_nodes`` calls that have enough nodes, or whose time is up."""
@@ -118,23 +128,54 @@ class AppSide:
         elif core.runs[run_id].status != RunStatus.RUNNING:
             core.refuse(core.app, rid, ErrorCode.RUN_STOPPED, f"run {run_id} is over")
             return
+        elif not same_secret(header.get("secret"), run_secret(run_id)):
+            core.stats["app_hello_refused"] += 1
+            log.warning("server_app_refused", run_id=run_id, reason="wrong or missing secret")
+            reason = f"run {run_id} belongs to the ServerApp the link started for it"
+            core.refuse(core.app, rid, ErrorCode.UNAUTHORIZED, reason)
+            return
         run = core.runs[run_id]
+        if run.app_routing_id is not None and run.app_routing_id != rid:
+            core.run_by_app.pop(run.app_routing_id, None)  # the old connection owns nothing
         run.app_routing_id = rid
+        run.app_gone_since = 0.0
         core.run_by_app[rid] = run_id
         core.send(core.app, rid, control("app_welcome", run_id=run_id, run_config=run.run_config))
 
     def _on_report(self, run: Run, header: dict[str, Any]) -> None:
         core = self._core
         try:
-            metrics = dict(MetricRecord(header["metrics"]))
-        except (TypeError, ValueError) as exc:
+            metrics = dict(decode_metrics(header["metrics"], "report.metrics"))
+        except DeserializationError as exc:
             core.refuse(core.app, run.app_routing_id or b"", ErrorCode.MALFORMED, str(exc))
             return
-        at = time.time()
-        core.store.upsert_round(run.run_id, header["round"], metrics, at)
-        run.rounds_done = max(run.rounds_done, header["round"])
+        at, server_round = time.time(), header["round"]
+        core.store.upsert_round(run.run_id, server_round, metrics, at)
+        run.rounds_done = max(run.rounds_done, server_round)
         core.store.update_run(run.run_id, rounds_done=run.rounds_done)
-        log.info("round_reported", run_id=run.run_id, round=header["round"], **metrics)
+        data = {"round": server_round, "metrics": finite_json(metrics)}
+        core.store.add_event("round_reported", at, run_id=run.run_id, data=data)
+        log.info("round_reported", run_id=run.run_id, round=server_round, metrics=metrics)
+
+    def check_apps(self, now: float) -> None:
+        """Fail runs whose ServerApp connection is gone for longer than the liveness budget.
+
+        The probe is a ``pong`` (which a ServerApp ignores): the app ROUTER says at
+        once when a peer's connection is gone. A busy ServerApp is not silent to
+        this probe: its connection stays.
+        """
+        core = self._core
+        for run in list(core.runs.values()):
+            rid = run.app_routing_id
+            if run.status != RunStatus.RUNNING or rid is None:
+                continue
+            if core.send(core.app, rid, control("pong")):
+                run.app_gone_since = 0.0
+            elif not run.app_gone_since:
+                run.app_gone_since = now
+            elif now - run.app_gone_since > core.config.heartbeat_timeout:
+                core.stats["server_apps_vanished"] += 1
+                self._runs.end(run, RunStatus.FAILED, "its ServerApp vanished (connection gone)")
 
     # ------------------------------------------------------------------ pushes
 
@@ -144,10 +185,10 @@ class AppSide:
         core = self._core
         payload = views[1:]
         try:
+            targets = _targets(header["dst"], core.nodes)
             template = decode_metadata(header["metadata"])
             arrays = parse_payload(payload, core.limits) if payload else {}
             content = decode_content(header["content"], arrays, core.limits)
-            targets = _targets(header["dst"])
             aggregate = header.get("aggregate")
             spec = None if aggregate is None else AggregateSpec.from_wire(aggregate)
         except DeserializationError as exc:
@@ -179,6 +220,8 @@ class AppSide:
                 meta.group_id,
                 expires_at,
                 round_id,
+                template.ttl,
+                template.created_at,
             )
             self._deliver(run, entry, [encode_header(meta, header["content"]), *payload])
 
@@ -193,6 +236,9 @@ class AppSide:
             core.fail(entry, ErrorCode.NODE_UNAVAILABLE, f"node {entry.node_id} is not online")
         elif entry.expires_at <= time.time():
             core.fail(entry, ErrorCode.MESSAGE_EXPIRED, "the message expired before delivery")
+        elif (backlog := _backlog_problem(node, frames_nbytes(frames), core.config)) is not None:
+            core.stats["node_backlog_full"] += 1
+            core.fail(entry, ErrorCode.OVERLOADED, backlog)
         else:
             if run.run_id not in node.informed_runs:
                 info = control(
@@ -205,14 +251,41 @@ class AppSide:
                 node.informed_runs.add(run.run_id)
             core.pending.add(entry)
             if core.to_node(node, frames):
+                nbytes = frames_nbytes(frames)
                 run.messages_sent += 1
                 run.nodes.add(node.node_id)
-                node.bytes_out += frames_nbytes(frames)
+                run.bytes_out += nbytes
+                node.bytes_out += nbytes
+                node.sent(entry.message_id, nbytes)
 
 
-def _targets(raw: list[Any]) -> list[tuple[int, str]]:
+def _backlog_problem(node: Node, nbytes: int, config: LinkConfig) -> str | None:
+    """Why ``node`` gets no more tasks now (None: it does).
+
+    What a node has not answered may still sit unread in its queue on the link;
+    past ``max_upload_mb`` of it, its new tasks fail (one task alone always goes).
+    """
+    cap = config.max_upload_bytes
+    if not node.backlog or node.backlog + nbytes <= cap:
+        return None
+    return (
+        f"node {node.node_id} has {node.backlog} bytes of tasks unanswered "
+        f"(cap {cap}): it is not reading"
+    )
+
+
+def _targets(raw: list[Any], nodes: dict[int, Node]) -> list[tuple[int, str]]:
+    """The push's ``[node_id, message_id]`` pairs, checked in O(targets).
+
+    Raises:
+        DeserializationError: too many, malformed, repeated message ids, or node
+            ids the link never registered.
+    """
+    if len(raw) > MAX_TARGETS:
+        raise DeserializationError(f"push.dst: {len(raw)} destinations exceed {MAX_TARGETS}")
     out: list[tuple[int, str]] = []
     seen: set[str] = set()
+    unknown: list[int] = []
     for item in raw:
         if not (
             isinstance(item, list)
@@ -227,5 +300,11 @@ def _targets(raw: list[Any]) -> list[tuple[int, str]]:
         if item[1] in seen:
             raise DeserializationError(f"push.dst: message id {item[1]!r} appears twice")
         seen.add(item[1])
+        if item[0] not in nodes:
+            unknown.append(item[0])
         out.append((item[0], item[1]))
+    if unknown:
+        raise DeserializationError(
+            f"push.dst: {len(unknown)} node ids are not registered here, e.g. {unknown[:5]}"
+        )
     return out

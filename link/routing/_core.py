@@ -162,6 +162,7 @@ class RoutingCore:
         if not node.online:
             return
         node.online = False
+        node.offline_since = time.monotonic()
         self.node_by_rid.pop(node.routing_id, None)
         lost = self.pending.pop_node(node.node_id)
         self.store.set_node_online(node.node_id, False, time.time())

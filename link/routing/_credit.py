@@ -54,6 +54,14 @@ class CreditWindow:
         """Requests queued for credit."""
         return sum(len(q) for q in self._waiting.values())
 
+    def grant_of(self, reply_to: str) -> CreditRequest | None:
+        """The credit granted to the reply to ``reply_to``, if any."""
+        return self._granted.get(reply_to)
+
+    def allowance(self, node_id: int) -> int:
+        """The largest upload granted to ``node_id`` right now (0: none)."""
+        return max((r.nbytes for r in self._granted.values() if r.node_id == node_id), default=0)
+
     def request(self, req: CreditRequest) -> list[CreditRequest]:
         """Queue ``req``; return the requests granted now (maybe including it)."""
         if req.reply_to in self._granted:

@@ -21,7 +21,8 @@ from typing import Any, Final
 
 import zmq
 
-from fedzero.core import ErrorCode
+from fedzero.core import ConfigurationError, ErrorCode
+from fedzero.core.runtime import is_loopback
 
 from .._config import LinkConfig
 from .._state import Node, Run, RunStatus
@@ -61,6 +62,11 @@ class Router:
         store: StoreWriter,
         read_bundle: Callable[[bytes, str], None] | None = None,
     ) -> None:
+        if config.curve_enabled and not is_loopback(config.app_address):
+            raise ConfigurationError(
+                f"app_address: {config.app_address} is not loopback or ipc; on a CURVE link "
+                "the app endpoint (unauthenticated, where ServerApps attach) stays on this machine"
+            )
         self._core = RoutingCore(config, fleet, app, stats, worker, store)
         self._runs = RunLifecycle(self._core)
         self._apps = AppSide(self._core, self._runs)
@@ -145,6 +151,10 @@ class Router:
         """Record every running run as interrupted (the link is going away)."""
         self._runs.close_all(reason)
 
+    def keys_reloaded(self) -> None:
+        """The allowed node keys were re-read: nodes whose key was revoked are cut off."""
+        self._fleet.registration.keys_reloaded()
+
     def fail_all(self, reason: str) -> None:
         """Fail everything in flight with ``RUN_STOPPED`` (shutdown after the grace period)."""
         core = self._core
@@ -161,10 +171,13 @@ class Router:
         self._fleet.check_liveness(now)
         self._core.expire(time.time())
         self._apps.answer_node_waiters(now)
+        self._apps.check_apps(now)
         self._core.rounds.check_all()
         if now >= self._traffic_at:  # byte counters and last-seen, not on every heartbeat
             self._traffic_at = now + _TRAFFIC_SECS
             self._fleet.record_traffic()
+            self._runs.record_traffic()
+            self._fleet.registration.forget_offline(now)
 
     def next_deadline(self) -> float:
         """Seconds until the earliest timer that needs :meth:`tick` (may be negative)."""

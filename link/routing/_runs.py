@@ -90,15 +90,26 @@ class RunLifecycle:
             secs=round(ended_at - run.started_at, 3),
         )
 
-    def _record_end(self, run: Run, ended_at: float, traceback_text: str) -> None:
-        store, status = self._core.store, str(run.status)
-        store.update_run(
+    def record_traffic(self) -> None:
+        """Record the counters of every running run (messages, replies, bytes)."""
+        for run in self._core.runs.values():
+            if run.status == RunStatus.RUNNING:
+                self._record_counters(run)
+
+    def _record_counters(self, run: Run) -> None:
+        self._core.store.update_run(
             run.run_id,
             messages_sent=run.messages_sent,
             replies=run.replies,
             failures=run.failures,
+            bytes_in=run.bytes_in,
+            bytes_out=run.bytes_out,
             nodes=sorted(run.nodes),
         )
+
+    def _record_end(self, run: Run, ended_at: float, traceback_text: str) -> None:
+        store, status = self._core.store, str(run.status)
+        self._record_counters(run)
         error = run.error
         store.end_run(run.run_id, status, ended_at, error=error, traceback=traceback_text)
         data = {"status": status, "error": error}
