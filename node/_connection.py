@@ -104,6 +104,7 @@ class LinkConnection:
         self._last_heard = 0.0
         self._next_ping = 0.0
         self._next_hello = 0.0
+        self._session = ""  # the link's token of this node's registration (from welcome)
 
     def connect(self) -> None:
         """Connect a fresh DEALER (closing the old one); registration starts over.
@@ -192,8 +193,13 @@ class LinkConnection:
         if reconnected:
             self._handshake_failed = False
             self.connect()
+        proof = {"session": self._session} if self._session else {}  # the same node, back
         hello = control(
-            "hello", node_id=self.node_id, node_config=self.node_config, version=PEER_VERSION
+            "hello",
+            node_id=self.node_id,
+            node_config=self.node_config,
+            version=PEER_VERSION,
+            **proof,
         )
         sent = self.send(hello)
         self._failures += 1
@@ -229,6 +235,7 @@ class LinkConnection:
             self._id_file.parent.mkdir(parents=True, exist_ok=True)
             self._id_file.write_text(f"{header['node_id']}\n", encoding="ascii")
         self.node_id = header["node_id"]
+        self._session = header["session"]  # proves this node if it re-registers elsewhere
         self._interval = float(header["heartbeat_interval"])
         self._timeout = float(header["heartbeat_timeout"])
         self._failures = 0
