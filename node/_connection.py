@@ -6,7 +6,9 @@ monitor socket that reports failed handshakes. The node says ``hello`` until the
 link's ``welcome``, then pings every ``heartbeat_interval``; silence from the
 link for ``heartbeat_timeout`` counts as a lost link: back off (exponential,
 with jitter), reconnect on a fresh socket and register again. A ``reregister``
-from the link starts the hellos again on the same socket.
+from the link starts the hellos again on the same socket. A node that keeps
+trying without an answer says so, with the address, every
+:data:`WARN_EVERY` attempts (``link_unreachable``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import structlog
 import zmq
@@ -28,6 +30,9 @@ from fedzero.core.runtime import CurveKeys, Notifier, apply_client_curve, zmq_er
 from fedzero.core.wire import PEER_VERSION, control
 
 log = structlog.get_logger(__name__)
+
+WARN_EVERY: Final = 5
+"""Unanswered hellos between two ``link_unreachable`` warnings."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,6 +106,7 @@ class LinkConnection:
         self._timeout = options.heartbeat_timeout
         self._handshake_failed = False
         self._failures = 0
+        self._unanswered = 0
         self._last_heard = 0.0
         self._next_ping = 0.0
         self._next_hello = 0.0
@@ -175,10 +181,12 @@ class LinkConnection:
         if not self.registered.is_set():
             if now < self._next_hello:
                 return False
+            self._count_attempt()
             return self._hello(now)
+        self._unanswered = 0
         if now - self._last_heard > self._timeout:
             silent = round(now - self._last_heard, 2)
-            log.warning("link_lost", node_id=self.node_id, silent_secs=silent)
+            log.warning("link_lost", node_id=self.node_id, link=self.address, silent_secs=silent)
             self._failures += 1
             self._stop.wait(self._backoff_delay())
             self.connect()
@@ -205,6 +213,17 @@ class LinkConnection:
         self._failures += 1
         self._next_hello = now + (self._backoff_delay() if not sent else max(1.0, self._timeout))
         return reconnected
+
+    def _count_attempt(self) -> None:
+        """One more hello without a welcome: every few, say which address does not answer."""
+        self._unanswered += 1
+        if self._unanswered % WARN_EVERY == 0:
+            log.warning(
+                "link_unreachable",
+                link=self.address,
+                attempts=self._unanswered,
+                advice="is the link running, and is this its fleet address?",
+            )
 
     def _backoff_delay(self) -> float:
         low, high = self._options.backoff_initial, self._options.backoff_max
