@@ -137,6 +137,7 @@ class _RunThread:
                     return
                 call = self._calls.popleft()
                 call.started = True
+                call.deadline = call.deadline.started(time.monotonic())
             if not call.abandoned:  # its deadline passed while it waited
                 self._work(call)
 

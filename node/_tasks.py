@@ -1,11 +1,13 @@
 """Task handling: one message through the run's ClientApp, every failure an error reply.
 
 A task is also bounded in time (:func:`task_deadline`): by its TTL, and by a
-per-run task timeout, the number of seconds under the key ``task-timeout``
+task timeout, the number of seconds under the key ``task-timeout``
 (:data:`TASK_TIMEOUT_KEY`) in one of the task's ConfigRecords (e.g. a strategy's
-``train_config``) or, failing that, in the run config. A ClientApp still busy at
-the deadline is ended by the node (its worker process killed, or its thread
-abandoned) and the task is answered with ``MESSAGE_EXPIRED``.
+``train_config``) or, failing that, in the run config; the timeout counts from
+the moment the ClientApp gets the task (a worker's start-up is not the app's
+time). A ClientApp still busy at the deadline is ended by the node (its worker
+process killed, or its thread abandoned) and the task is answered with
+``MESSAGE_EXPIRED``.
 """
 
 from __future__ import annotations
@@ -62,13 +64,21 @@ class Deadline:
 
     Attributes:
         at: the monotonic time of the deadline.
-        why: the limit, for people (``"its task-timeout of 30.0 s"``).
+        why: the limit, for people (``"its task-timeout of 30 s"``).
         ttl: whether the TTL set it (the link has then answered the task itself).
+        timeout: the task timeout still to apply from the start (:meth:`started`).
     """
 
     at: float
     why: str
     ttl: bool
+    timeout: float | None = None
+
+    def started(self, now: float) -> Deadline:
+        """The deadline once the ClientApp got the task at monotonic time ``now``."""
+        if self.timeout is None or now + self.timeout >= self.at:
+            return self
+        return Deadline(now + self.timeout, f"its {TASK_TIMEOUT_KEY} of {self.timeout:g} s", False)
 
     def error(self, msg: Message) -> Message:
         """The error reply to ``msg`` once the deadline has passed."""
@@ -91,13 +101,13 @@ def task_timeout(msg: Message, run_config: Mapping[str, Any]) -> float | None:
 
 
 def task_deadline(msg: Message, run_config: Mapping[str, Any], now: float) -> Deadline:
-    """The deadline of ``msg`` received at monotonic time ``now``: its TTL or its timeout."""
+    """The deadline of ``msg`` received at monotonic time ``now``.
+
+    Its TTL; its timeout applies once the ClientApp has it (:meth:`Deadline.started`).
+    """
     meta = msg.metadata
-    ttl = Deadline(now + meta.expires_at - time.time(), f"its TTL of {meta.ttl:g} s", ttl=True)
-    timeout = task_timeout(msg, run_config)
-    if timeout is None or now + timeout >= ttl.at:
-        return ttl
-    return Deadline(now + timeout, f"its {TASK_TIMEOUT_KEY} of {timeout:g} s", ttl=False)
+    at, why = now + meta.expires_at - time.time(), f"its TTL of {meta.ttl:g} s"
+    return Deadline(at, why, ttl=True, timeout=task_timeout(msg, run_config))
 
 
 def _config_records(msg: Message) -> list[Mapping[str, Any]]:

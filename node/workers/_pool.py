@@ -25,12 +25,13 @@ the next task tries again. Tasks of one run are handed to its worker one at a
 time, so a crash fails exactly the task that was running; the ones waiting
 behind it go to the replacement.
 
-Deadlines: every task has one (its TTL, or a shorter ``task-timeout``, see
-:func:`fedzero.node._tasks.task_deadline`). A worker still busy with a task at
-its deadline is killed and the task answered with ``MESSAGE_EXPIRED`` (unless
-the TTL set the deadline: the link has answered it then); the run's next task
-gets a fresh worker. When a run ends, its worker is killed at once if it is
-busy (the answer is of no use any more), or asked to stop if it is idle.
+Deadlines: every task has one, its TTL, and a ``task-timeout`` counted from when
+its worker gets it (see :func:`fedzero.node._tasks.task_deadline`). A worker
+still busy with a task at its deadline is killed and the task answered with
+``MESSAGE_EXPIRED`` (unless the TTL set the deadline: the link has answered it
+then); the run's next task gets a fresh worker. When a run ends, its worker is
+killed at once if it is busy (the answer is of no use any more), or asked to
+stop if it is idle.
 """
 
 from __future__ import annotations
@@ -268,6 +269,8 @@ class WorkerPool:
             self._procs.kill(proc, f"it is unreachable ({exc})")
             return []
         task.sent_at = time.perf_counter()
+        if task.deadline is not None:  # the timeout counts from now: the app has it
+            task.deadline = task.deadline.started(time.monotonic())
         proc.current = task
         return []
 
