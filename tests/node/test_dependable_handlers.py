@@ -6,6 +6,7 @@ so it can send what a real link never would (a peer may be buggy or hostile).
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import zmq
 from fedzero.core import ArrayRecord, ConfigurationError, ErrorCode, Message, RecordDict, decode
 from fedzero.core import encode as encode_message
 from fedzero.core.bundles import build_bundle
+from fedzero.core.runtime import Notifier
 from fedzero.core.wire import control, parse_envelope
 from fedzero.node import NodeAgent
 from tests.apps.echo.echoapp import client as echo
@@ -157,3 +159,18 @@ def _liveness() -> dict[str, float]:
         "heartbeat_interval": FAST["heartbeat_interval"],
         "heartbeat_timeout": 60.0,  # the fake link answers pings only while it reads
     }
+
+
+def test_an_agent_whose_io_loop_failed_is_unhealthy_and_tells_systemd() -> None:
+    with socket_dir() as tmp, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(tmp / "notify"))
+        systemd.settimeout(DEADLINE)
+        notifier = Notifier(str(tmp / "notify"), watchdog_interval=FAST["heartbeat_interval"])
+        agent = NodeAgent(echo, "tcp://127.0.0.1:no-port", notifier=notifier)
+        assert agent.healthy
+        with pytest.raises(ConfigurationError):
+            agent.run()  # its loop cannot go on: it ends, loudly
+        assert not agent.healthy
+        said = systemd.recv(4096)
+        assert said.startswith(b"STATUS=failed: ConfigurationError: ")
+        assert b"WATCHDOG=1" not in said
