@@ -8,6 +8,7 @@ from the link's configured liveness settings.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +31,7 @@ from fedzero.core import (
 )
 from fedzero.core.wire import control
 from fedzero.link import Link
+from fedzero.node import NodeAgent
 from tests.helpers import FAST, federation, link_config, model
 
 pytestmark = pytest.mark.timeout(120)
@@ -289,3 +291,42 @@ def test_a_legit_round_is_exact_next_to_a_rogue(zmq_context: zmq.Context[Any]) -
         result = grid.send_and_receive(msgs, aggregate={"method": "fedavg"}, timeout=WAIT)
         np.testing.assert_array_equal(result.arrays["w"], np.arange(8, dtype=np.float32) + 1)
         rogue.close(linger=0)
+
+
+def test_two_nodes_claiming_one_id_do_not_flap() -> None:
+    configs = [{"examples": 1}]
+    with federation(client_app, configs) as (link, (first,)), Grid(link.app_endpoint) as grid:
+        second = NodeAgent(client_app, link.fleet_endpoint, node_id=first.node_id)
+        second.start()
+        try:
+            deadline = time.monotonic() + WAIT
+            while time.monotonic() < deadline and not link.stats["hello_refused"]:
+                assert not second.wait_registered(FAST["heartbeat_interval"])
+            assert link.stats["hello_refused"] >= 1  # the newcomer asked, in vain
+            content = RecordDict({"arrays": ArrayRecord({"w": np.zeros(2, np.float32)})})
+            msgs = [grid.create_message(content, "train", first.node_id, group_id="1")]
+            (reply,) = grid.send_and_receive(msgs, timeout=WAIT)
+            assert reply.has_content()
+            assert first.registrations == 1
+            assert second.registrations == 0
+        finally:
+            second.stop()
+
+
+def test_runs_count_their_traffic_and_report_round_metrics() -> None:
+    with federation(client_app, [{"examples": 2}]) as (link, _), Grid(link.app_endpoint) as grid:
+        nodes = grid.get_node_ids(min_nodes=1)
+        content = RecordDict({"arrays": ArrayRecord({"w": np.zeros(1000, np.float32)})})
+        grid.send_and_receive([grid.create_message(content, "train", n) for n in nodes])
+        grid.report(1, {"loss": 0.5, "diverged": math.inf})
+        (run,) = link.runs()
+        assert run.bytes_out > 4000
+        assert run.bytes_in > 4000
+        link.sync()
+        reader = link.store_reader()
+        try:
+            events = reader.events(since_id=0, run_id=run.run_id, limit=100)
+        finally:
+            reader.close()
+        (reported,) = [e for e in events if e.kind == "round_reported"]
+        assert reported.data["metrics"] == {"loss": 0.5, "diverged": {"f": "Infinity"}}
