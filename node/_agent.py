@@ -104,13 +104,7 @@ class NodeAgent:
         heartbeat_timeout: float = 3.0,
         notifier: Notifier | None = None,
     ) -> None:
-        if isolation == "thread" and app is None:
-            raise ConfigurationError("in-process (thread) isolation needs a ClientApp object")
-        if isolation == "process" and app is not None and app_dir is None:
-            raise ConfigurationError(
-                "process isolation loads the ClientApp from an app folder in each worker: "
-                "pass app_dir, or isolation='thread' to run this ClientApp object"
-            )
+        _check_isolation(isolation, app, app_dir)
         self._state_lock = StateDirLock(state_dir) if state_dir is not None else None
         self.app = app
         self._app_dir = app_dir
@@ -330,3 +324,14 @@ class NodeAgent:
             self._conn.reregister(header["reason"])
         elif kind == "refused":
             self._tasks.on_refused(header)
+
+
+def _check_isolation(isolation: str, app: ClientApp | None, app_dir: Path | None) -> None:
+    """Refuse an isolation the given app cannot run in (before anything is made)."""
+    if isolation == "thread" and app is None:
+        raise ConfigurationError("in-process (thread) isolation needs a ClientApp object")
+    if isolation == "process" and app is not None and app_dir is None:
+        raise ConfigurationError(
+            "process isolation loads the ClientApp from an app folder in each worker: "
+            "pass app_dir, or isolation='thread' to run this ClientApp object"
+        )

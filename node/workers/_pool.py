@@ -226,7 +226,7 @@ class WorkerPool:
             return
         self._closed = True
         for run_id in list(self._runs):
-            self.end_run(run_id)
+            self.end_run(run_id, "the pool closed")
         self._procs.close(timeout)
         self._channel.close()
         if self._own_ctx:
