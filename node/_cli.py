@@ -66,7 +66,10 @@ def main(
     except (ConfigurationError, BundleError) as exc:
         cli.fail(exc)
     cli.handle_signals(drain=lambda: agent.drain(cfg.drain_grace), reload=cli.reload_log_level)
-    agent.run()
+    try:
+        agent.run()
+    except ConfigurationError as exc:  # e.g. a link address ZeroMQ cannot connect to
+        cli.fail(exc)
 
 
 def _agent(cfg: NodeConfig, notifier: Notifier) -> NodeAgent:

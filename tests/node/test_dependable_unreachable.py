@@ -48,3 +48,13 @@ def _first_event(node: subprocess.Popen[bytes], event: str) -> dict[str, object]
         if record.get("event") == event:
             return dict(record)
     raise AssertionError(f"the node logged no {event!r} within {DEADLINE} s")
+
+
+def test_a_link_address_zeromq_cannot_use_is_one_line_and_exit_2() -> None:
+    cmd = [sys.executable, "-m", "fedzero.node", "--app", str(ECHO_APP)]
+    cmd += ["--link", "tcp://127.0.0.1:no-port"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=DEADLINE, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith("fedzero-node: cannot connect to the link at tcp://127.0.0.1:")
+    assert done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr
