@@ -307,9 +307,9 @@ class NodeAgent:
         if kind == "welcome":
             # A welcome while not registered, after an earlier one: we reconnected.
             rejoined = self._conn.registrations > 0 and not self._conn.registered.is_set()
+            self._conn.on_welcome(header)
             threshold = header["credit_threshold"]
             self._tasks.on_welcome(header["node_id"], threshold, rejoined=rejoined)
-            self._conn.on_welcome(header)
         elif kind == "message":
             self._tasks.on_task(decode(frames), frames)
         elif kind == "bundle":

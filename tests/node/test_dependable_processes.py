@@ -11,6 +11,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,6 @@ import numpy as np
 import pytest
 
 from fedzero.core import ArrayRecord, Grid, RecordDict
-from fedzero.core.cli import ControlClient
 from tests.helpers import Procs, processes, socket_dir
 
 pytestmark = pytest.mark.timeout(180)
@@ -95,9 +95,10 @@ def assert_ended_at_once(node: subprocess.Popen[bytes], worker: int, log: Path) 
 
 def test_stopping_a_run_ends_its_busy_worker_at_once() -> None:
     with socket_dir() as tmp, processes() as procs, hung_task(tmp, procs) as (node, grid, worker):
-        with ControlClient(f"ipc://{tmp}/control", timeout=DEADLINE) as control:
-            _, header = control.request("stop_run", run_id=grid.run_id)
-        assert header["status"] == "stopped"
+        stop = ["stop", str(grid.run_id), "--link", f"ipc://{tmp}/control"]
+        cmd = [sys.executable, "-m", "fedzero.core.cli", *stop]  # `fedzero stop RUN`
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=DEADLINE, check=True)
+        assert done.stdout.strip() == f"run {grid.run_id}: stopped"
         assert_ended_at_once(node, worker, tmp / "node.log")
         assert '"reason": "the run ended"' in (tmp / "node.log").read_text()
 
