@@ -167,8 +167,8 @@ class AppSide:
         core = self._core
         for run in list(core.runs.values()):
             rid = run.app_routing_id
-            if run.status != RunStatus.RUNNING or rid is None:
-                continue
+            if run.status != RunStatus.RUNNING or rid is None or not run.exec_done:
+                continue  # (a process the exec service supervises is reported when it exits)
             if core.send(core.app, rid, control("pong")):
                 run.app_gone_since = 0.0
             elif not run.app_gone_since:

@@ -156,6 +156,7 @@ class FleetSide:
     def _on_credit_request(self, node: Node, header: dict[str, Any]) -> None:
         core = self._core
         reply_to, nbytes = header["reply_to"], header["nbytes"]
+        node.answered(reply_to)  # it read that task: its reply waits for credit, not in a queue
         entry = core.pending.get(reply_to)
         if entry is None or entry.node_id != node.node_id:
             core.stats["credit_refused"] += 1

@@ -114,9 +114,9 @@ class Registration:
         for node in list(core.nodes.values()):
             if node.online and not self._key_allowed(node.public_key):
                 core.stats["nodes_revoked"] += 1
+                core.node_offline(node, "key revoked")
                 reason = "this node's key was revoked"
                 core.refuse(core.fleet, node.routing_id, ErrorCode.UNAUTHORIZED, reason)
-                core.node_offline(node, "key revoked")
 
     def forget_offline(self, now: float) -> None:
         """Drop nodes offline for long from the registry (the store keeps their rows)."""

@@ -330,3 +330,19 @@ def test_runs_count_their_traffic_and_report_round_metrics() -> None:
             reader.close()
         (reported,) = [e for e in events if e.kind == "round_reported"]
         assert reported.data["metrics"] == {"loss": 0.5, "diverged": {"f": "Infinity"}}
+
+
+def test_the_registry_forgets_long_offline_nodes(zmq_context: zmq.Context[Any]) -> None:
+    quick = {"heartbeat_interval": 0.01, "heartbeat_timeout": 0.02}  # forgotten after 2 s
+    link = Link(link_config(**quick)).start()
+    try:
+        rogue = peer(zmq_context, link.fleet_endpoint)
+        node_id = register(rogue)["node_id"]
+        rogue.close(linger=0)  # silent from now on
+        assert link.node_ids(online_only=False) == [node_id]
+        deadline = time.monotonic() + WAIT
+        while link.node_ids(online_only=False) and time.monotonic() < deadline:
+            time.sleep(quick["heartbeat_interval"])  # polling the registry, not synchronising
+        assert link.node_ids(online_only=False) == []
+    finally:
+        link.stop()
