@@ -27,6 +27,7 @@ NONFINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.in
 """The spellings of non-finite floats in ``{"f": ...}``."""
 
 _SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+_LONG_DIGITS: Final = re.compile(r"[0-9]{19}")  # an integer past 64 bits has 19+ digits
 
 
 def _reject_duplicates(what: str) -> Any:
@@ -50,16 +51,6 @@ def _reject_constant(what: str) -> Any:
     return hook
 
 
-def _int_in_range(what: str) -> Any:
-    def hook(text: str) -> int:
-        value = int(text)
-        if not INT_MIN <= value <= INT_MAX:
-            raise DeserializationError(f"{what}: integer {text:.30} does not fit in 64 bits")
-        return value
-
-    return hook
-
-
 def _is_scalar_text(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -69,10 +60,13 @@ def _is_scalar_text(text: str) -> bool:
 
 
 def check_scalar_values(value: Any, what: str) -> None:
-    """Raise unless every string in ``value`` (keys included) is valid Unicode.
+    """Raise unless every string (keys included) and integer in ``value`` is valid.
+
+    Strings must be Unicode scalar values, integers fit in signed 64 bits.
 
     Raises:
-        DeserializationError: a string holds a lone surrogate.
+        DeserializationError: a string holds a lone surrogate, or an integer is
+            out of range.
     """
     stack = [value]
     while stack:
@@ -83,6 +77,8 @@ def check_scalar_values(value: Any, what: str) -> None:
                     f"{what}: string {item!r:.60} holds a lone surrogate "
                     "(strings must be Unicode scalar values)"
                 )
+        elif isinstance(item, int) and not INT_MIN <= item <= INT_MAX:
+            raise DeserializationError(f"{what}: integer {str(item)[:30]} does not fit in 64 bits")
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
@@ -114,10 +110,7 @@ def loads_strict(data: bytes | memoryview, *, what: str, allow_nan: bool = False
         raise DeserializationError(
             f"{what}: not valid UTF-8 ({exc.reason} at {exc.start})"
         ) from None
-    kwargs: dict[str, Any] = {
-        "object_pairs_hook": _reject_duplicates(what),
-        "parse_int": _int_in_range(what),
-    }
+    kwargs: dict[str, Any] = {"object_pairs_hook": _reject_duplicates(what)}
     if not allow_nan:
         kwargs["parse_constant"] = _reject_constant(what)
     try:
@@ -130,7 +123,7 @@ def loads_strict(data: bytes | memoryview, *, what: str, allow_nan: bool = False
         raise DeserializationError(f"{what}: JSON nested too deeply") from None
     except ValueError as exc:  # e.g. an integer literal with too many digits
         raise DeserializationError(f"{what}: {exc}") from None
-    if _SURROGATE_ESCAPE.search(text):  # rare: only then walk the value
+    if _SURROGATE_ESCAPE.search(text) or _LONG_DIGITS.search(text):  # rare: only then walk
         check_scalar_values(value, what)
     return value
 
