@@ -4,9 +4,10 @@ A task is also bounded in time (:func:`task_deadline`): by its TTL, and by a
 task timeout, the number of seconds under the key ``task-timeout``
 (:data:`TASK_TIMEOUT_KEY`) in one of the task's ConfigRecords (e.g. a strategy's
 ``train_config``) or, failing that, in the run config; the timeout counts from
-the moment the ClientApp gets the task (a worker's start-up is not the app's
-time). A ClientApp still busy at the deadline is ended by the node (its worker
-process killed, or its thread abandoned) and the task is answered with
+the moment the node hands the task to the ClientApp (a worker process's start-up
+is not counted; loading the app, for the first task of a worker, is). A
+ClientApp still busy at the deadline is ended by the node (its worker process
+killed, or its thread abandoned) and the task is answered with
 ``MESSAGE_EXPIRED``.
 """
 

@@ -35,6 +35,7 @@ from tests.node.test_workers import Agent
 pytestmark = pytest.mark.timeout(120)
 
 TIMEOUT = 1.0  # the task-timeout under test
+SHORT_TTL = 5 * FAST["heartbeat_timeout"]  # long enough to reach a starved worker
 DEADLINE = 30 * FAST["heartbeat_timeout"]  # bound of every wait (a starved machine passes)
 
 CLIENT = """
@@ -104,11 +105,12 @@ def _wait_gone(pid: int) -> None:
 def test_a_worker_hung_past_its_task_timeout_is_killed_and_the_task_answered(
     agent: Agent, hanging_app: Path, where: str
 ) -> None:
-    timeout = {"task-timeout": TIMEOUT}
-    ctx = Context(1, 5, run_config=timeout if where == "run config" else {})
-    per_task = timeout if where == "task config" else {}
+    ctx = Context(1, 5)
     first = agent.ask(_task(), ctx, hanging_app)  # the worker is up: the timeout is the app's
     pid = int(first.content["metrics"]["pid"])
+    timeout = {"task-timeout": TIMEOUT}
+    ctx.run_config = timeout if where == "run config" else {}
+    per_task = timeout if where == "task config" else {}
     agent.replies += agent.pool.submit(_task(hang=True, **per_task), ctx, hanging_app)
     (late,) = agent.collect(1, timeout=DEADLINE)
     assert late.message.error.code == ErrorCode.MESSAGE_EXPIRED
@@ -116,7 +118,8 @@ def test_a_worker_hung_past_its_task_timeout_is_killed_and_the_task_answered(
         "the ClientApp did not answer within its task-timeout of 1 s; the node ended it"
     )
     _wait_gone(pid)
-    after = agent.ask(_task(**per_task), ctx, hanging_app)  # the next task: a fresh worker
+    ctx.run_config = {}  # the next task, unhurried (a fresh worker's start-up is not timed)
+    after = agent.ask(_task(), ctx, hanging_app)
     assert int(after.content["metrics"]["pid"]) != pid
     assert agent.pool.in_flight == 0
 
@@ -129,7 +132,7 @@ def test_a_task_timeout_longer_than_the_ttl_leaves_the_ttl_in_charge(
     pid = agent.pool.worker_pid(1)
     assert pid is not None
     msg = _task(hang=True, **{"task-timeout": 10 * DEADLINE})
-    msg.metadata.ttl = TIMEOUT  # the link answers it when the TTL runs out; the node ends it
+    msg.metadata.ttl = SHORT_TTL  # the link answers it when the TTL runs out; the node ends it
     agent.replies += agent.pool.submit(msg, ctx, hanging_app)
     agent.run_until(lambda: agent.pool.in_flight == 0, timeout=DEADLINE)
     _wait_gone(pid)
