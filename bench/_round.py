@@ -6,8 +6,11 @@ temporary directory; their ClientApp (written there at run time, see
 process is the ServerApp: through a :class:`~fedzero.core.Grid` it sends one
 float32 model to every node as one fan-out, and times the round until every
 reply is in. Timing starts once the link is warm (its aggregation kernels
-compiled), and in the same run the same bytes are timed over raw pyzmq
-(:mod:`fedzero.bench._round_raw`), the floor the round is compared with.
+compiled). In the same run two floors are timed with nothing but pyzmq: the
+*network floor* (each node's model down and its update up once, 2 x N x model
+bytes: what any hub design must move; :mod:`fedzero.bench._round_raw`) and the
+*relay floor* (the same bytes through exactly fedzero's hops for the chosen
+isolation, with the same +1 in the client; :mod:`fedzero.bench._round_relay`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from fedzero.core import ArrayRecord, FedzeroTimeoutError, Grid, Message, Record
 
 from ._round_procs import Processes, peak_rss_bytes, write_app_project
 from ._round_raw import raw_reference
+from ._round_relay import relay_floor
 from ._stats import BenchError, Summary, machine
 
 Model = dict[str, npt.NDArray[np.float32]]
@@ -108,36 +112,57 @@ def run_round_bench(
         fed["link_peak_rss_bytes"] = peak_rss_bytes(link_pid)
         fed["node_peak_rss_bytes_max"] = max(peak_rss_bytes(pid) for pid in node_pids)
         procs.stop(*procs.pids())
-        raw = raw_reference(
+        payload = flat.view(np.uint8).data
+        raw = raw_reference(procs, f"ipc://{root}/raw", payload, nodes, rounds, timeout)
+        relay = relay_floor(
             procs,
-            f"ipc://{root}/raw",
-            flat.view(np.uint8).data,
+            tmp,
+            payload,
             nodes,
             rounds,
             timeout,
+            isolation=isolation,
+            aggregate=aggregate is not None,
         )
+    settings = {"nodes": nodes, "params": params, "layers": layers, "rounds": rounds}
+    return _report(settings, aggregate, isolation, model_bytes, fed, raw, relay)
+
+
+def _report(
+    settings: dict[str, int],
+    aggregate: str | None,
+    isolation: str,
+    model_bytes: int,
+    fed: dict[str, Any],
+    network: Summary,
+    relay: Summary,
+) -> dict[str, Any]:
+    """The JSON-ready report of :func:`run_round_bench` (times in s, sizes in bytes)."""
     round_s: Summary = fed.pop("round_s")
+    nodes = settings["nodes"]
+    moved = 2 * nodes * model_bytes
+    hops = 2 if isolation == "process" else 0  # agent <-> worker, per node, each way
+    relayed = model_bytes + (2 + hops) * nodes * model_bytes
+    relayed += model_bytes if aggregate else nodes * model_bytes
     return {
         "benchmark": "round",
         "transport": "ipc",
-        "nodes": nodes,
-        "params": params,
-        "layers": layers,
-        "rounds": rounds,
+        **settings,
         "aggregate": aggregate,
         "isolation": isolation,
         "model_bytes": model_bytes,
         "bytes_per_round": {
             "down": nodes * model_bytes,
             "up": nodes * model_bytes,
-            "total": moved,
-            "server_app_link_hop": model_bytes + nodes * model_bytes,
+            "network_floor": moved,
+            "relayed": relayed,
         },
         "round_s": round_s.as_dict(),
-        "raw_zmq_s": raw.as_dict(),
-        "ratio_median": round_s.median / raw.median,
+        "network_floor_s": network.as_dict(),
+        "relay_floor_s": relay.as_dict(),
+        "ratio_network_floor": round_s.median / network.median,
+        "ratio_relay_floor": round_s.median / relay.median,
         "round_gb_per_s": moved / round_s.median / 1e9,
-        "raw_zmq_gb_per_s": moved / raw.median / 1e9,
         **fed,
         "machine": machine(),
     }
@@ -321,24 +346,33 @@ def print_round_report(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    fed, raw = Summary(**report["round_s"]), Summary(**report["raw_zmq_s"])
+    fed = Summary(**report["round_s"])
+    network, relay = Summary(**report["network_floor_s"]), Summary(**report["relay_floor_s"])
     moved = report["bytes_per_round"]
     title = (
         f"round: {report['nodes']} nodes x {report['params']:,} float32 "
         f"({_size(report['model_bytes'])} in {report['layers']} arrays), "
-        f"median \\[min-max] over {report['rounds']} rounds"
+        f"{report['isolation']} isolation, median \\[min-max] over {report['rounds']} rounds"
     )
     table = Table(title=title)
-    for col in ("measurement", "time per round", "GB/s"):
+    for col in ("measurement", "time per round", "fedzero / this"):
         table.add_column(col, justify="left" if col == "measurement" else "right")
-    table.add_row("fedzero round (link + nodes)", fed.ms(), f"{report['round_gb_per_s']:.2f}")
-    table.add_row("raw zmq, same bytes", raw.ms(), f"{report['raw_zmq_gb_per_s']:.2f}")
+    table.add_row("fedzero round (link + nodes)", fed.ms(), "1.00x")
+    table.add_row(
+        "relay floor: raw zmq, fedzero's hops, +1 in the client",
+        relay.ms(),
+        f"{report['ratio_relay_floor']:.2f}x",
+    )
+    table.add_row(
+        "network floor: raw zmq, model down + update up once per node",
+        network.ms(),
+        f"{report['ratio_network_floor']:.2f}x",
+    )
     console = Console()
     console.print(table)
-    console.print(f"round / raw zmq (medians): {report['ratio_median']:.2f}x")
     console.print(
-        f"bytes per round: {_size(moved['down'])} down + {_size(moved['up'])} up "
-        f"(+ {_size(moved['server_app_link_hop'])} between the ServerApp and the link)"
+        f"bytes per round: network floor {_size(moved['network_floor'])}, "
+        f"through fedzero's hops {_size(moved['relayed'])}"
     )
     console.print(
         f"peak RSS: link {report['link_peak_rss_bytes'] / 2**20:,.0f} MiB, "

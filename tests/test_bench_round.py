@@ -40,19 +40,21 @@ def test_round_bench_json() -> None:
         1,
     )
     assert report["model_bytes"] == 4000
+    # process isolation (the default): app -> link -> node -> worker and back, no aggregation
     assert report["bytes_per_round"] == {
         "down": 8000,
         "up": 8000,
-        "total": 16000,
-        "server_app_link_hop": 12000,
+        "network_floor": 16000,
+        "relayed": 4000 + 4 * 2 * 4000 + 2 * 4000,
     }
-    for key in ("round_s", "raw_zmq_s"):
+    for key in ("round_s", "network_floor_s", "relay_floor_s"):
         summary = report[key]
         assert summary["runs"] == 2
         assert 0 < summary["min"] <= summary["median"] <= summary["max"]
-    assert report["ratio_median"] == pytest.approx(
-        report["round_s"]["median"] / report["raw_zmq_s"]["median"]
-    )
+    for floor in ("network_floor", "relay_floor"):
+        assert report[f"ratio_{floor}"] == pytest.approx(
+            report["round_s"]["median"] / report[f"{floor}_s"]["median"]
+        )
     assert report["link_peak_rss_bytes"] > 1_000_000
     assert report["node_peak_rss_bytes_max"] > 1_000_000
     assert report["startup_s"] > 0
