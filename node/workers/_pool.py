@@ -284,7 +284,10 @@ class WorkerPool:
     def _contained(
         self, identity: bytes, header: dict[str, Any], payload: list[zmq.Frame]
     ) -> list[WorkerReply]:
-        """:meth:`_on_message`; a failure there fails the worker's task, never the IO thread."""
+        """:meth:`_on_message`, contained: a failure there never reaches the IO thread.
+
+        It fails the worker and its run's tasks, as a ``fatal`` from the worker would.
+        """
         try:
             return self._on_message(identity, header, payload)
         except Exception as exc:
@@ -292,10 +295,8 @@ class WorkerPool:
             proc = self._procs.get(identity)
             if proc is None:
                 return []
-            reason = f"the node could not handle its worker's message: {exc!r}"[:2000]
-            proc.why = proc.why or reason
-            replies = self._fail_current(proc, "")
-            self._retire(proc, reason)
+            reason = f"the node could not handle its message: {exc!r}"[:2000]
+            replies = self._on_fatal(proc, self._runs.get(proc.run_id), reason)
             self._procs.kill(proc, reason)
             return replies
 

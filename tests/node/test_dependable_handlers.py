@@ -6,7 +6,10 @@ so it can send what a real link never would (a peer may be buggy or hostile).
 
 from __future__ import annotations
 
+import os
+import select
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +19,24 @@ import numpy as np
 import pytest
 import zmq
 
-from fedzero.core import ArrayRecord, ConfigurationError, ErrorCode, Message, RecordDict, decode
+from fedzero.core import (
+    ArrayRecord,
+    ConfigurationError,
+    Context,
+    ErrorCode,
+    Message,
+    RecordDict,
+    decode,
+)
 from fedzero.core import encode as encode_message
 from fedzero.core.bundles import build_bundle
 from fedzero.core.runtime import Notifier
 from fedzero.core.wire import control, parse_envelope
 from fedzero.node import NodeAgent
+from fedzero.node.workers import WorkerPool
 from tests.apps.echo.echoapp import client as echo
 from tests.helpers import ECHO_APP, FAST, socket_dir
+from tests.node.test_workers import Agent
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -77,9 +90,7 @@ class FakeLink:
         return self.reply_to(self.send_task(run_id))
 
     def send_task(self, run_id: int) -> Message:
-        content = RecordDict({"arrays": ArrayRecord({"w": np.zeros(4, np.float32)})})
-        msg = Message(content, NODE_ID, "train")
-        msg.metadata.run_id = run_id
+        msg = _message(run_id)
         self.send(encode_message(msg))
         return msg
 
@@ -174,3 +185,53 @@ def test_an_agent_whose_io_loop_failed_is_unhealthy_and_tells_systemd() -> None:
         said = systemd.recv(4096)
         assert said.startswith(b"STATUS=failed: ConfigurationError: ")
         assert b"WATCHDOG=1" not in said
+
+
+FAKE_WORKER = """#!{python}
+# A worker that says hello and is gone before the agent can answer it.
+import json, os, sys
+import zmq
+
+args = sys.argv[1:]
+ctx = zmq.Context()
+sock = ctx.socket(zmq.DEALER)
+sock.setsockopt(zmq.ROUTING_ID, args[args.index("--identity") + 1].encode())
+sock.connect(args[args.index("--endpoint") + 1])
+sock.send(json.dumps({{"fzw": 1, "op": "hello", "pid": os.getpid()}}).encode())
+sock.close(linger=5000)
+ctx.term()
+"""
+
+
+def test_a_worker_gone_before_its_init_fails_its_task_not_the_agent(tmp_path: Path) -> None:
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_WORKER.format(python=sys.executable))
+    fake.chmod(0o755)
+    pool = WorkerPool(python=str(fake), log_level="warning")
+    try:
+        agent = Agent(pool)
+        msg = _message(run_id=1)
+        agent.replies += pool.submit(msg, Context(1, NODE_ID), ECHO_APP)
+        pid = pool.worker_pid(1)
+        assert pid is not None
+        _wait_gone(pid)  # its hello is queued; the connection behind it is closed
+        (reply,) = agent.collect(1, timeout=DEADLINE)  # the agent's loop never raises
+        assert reply.reply_to == msg.metadata.message_id
+        assert reply.message.error.code == ErrorCode.CLIENT_APP_RAISED
+    finally:
+        pool.close(5)
+
+
+def _message(run_id: int) -> Message:
+    content = RecordDict({"arrays": ArrayRecord({"w": np.zeros(4, np.float32)})})
+    msg = Message(content, NODE_ID, "train")
+    msg.metadata.run_id = run_id
+    return msg
+
+
+def _wait_gone(pid: int) -> None:
+    fd = os.pidfd_open(pid)
+    try:
+        assert select.select([fd], [], [], DEADLINE)[0], f"process {pid} still runs"
+    finally:
+        os.close(fd)
