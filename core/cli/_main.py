@@ -239,14 +239,30 @@ def list_nodes(link: _LINK = None, federation: _FED = None, as_json: _JSON = Fal
 
 
 def _event_line(event: dict[str, Any]) -> str:
+    data = event.get("data") or {}
     if event["kind"] == "log":
-        return str(event["data"].get("line", ""))
-    details = " ".join(f"{k}={v}" for k, v in (event.get("data") or {}).items())
+        return str(data.get("line", ""))
+    if event["kind"] == "round_reported":  # the round's metrics, as the dashboard shows them
+        metrics = "  ".join(f"{k}={_metric(v)}" for k, v in (data.get("metrics") or {}).items())
+        return f"[{_when(event['at'])}] round {data.get('round', '?'):>3}  {metrics}"
+    if event["kind"] == "round_aggregated":
+        failed = data.get("failures", 0)
+        return (
+            f"[{_when(event['at'])}] round {data.get('round', '?')} aggregated "
+            f"({data.get('method', '?')}): {data.get('replies', 0)} replies, {failed} failed"
+        )
+    details = " ".join(f"{k}={v}" for k, v in data.items())
     return (
         f"[{_when(event['at'])}] {event['kind']}"
         + (f" node={event['node_id']}" if event.get("node_id") else "")
         + (f" {details}" if details else "")
     )
+
+
+def _metric(value: object) -> str:
+    if isinstance(value, dict) and "f" in value:  # a non-finite float on the wire
+        return str(value["f"])
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _when(at: float | None) -> str:
