@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,3 +140,20 @@ def train_all(grid: Grid, node_ids: list[int], content: RecordDict, **kw: Any) -
 def _flat(flags: dict[str, str]) -> list[str]:
     """``{"--a": "1", "--b": "2"}`` as command-line arguments."""
     return [item for pair in flags.items() for item in pair]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, every: float = 0.05) -> bool:
+    """Check ``condition`` every ``every`` seconds until it holds or ``timeout`` passes.
+
+    For state that announces itself no other way (a registry, a process table);
+    where an event, a reply or a socket can be waited on, wait on that instead.
+    Returns whether the condition held.
+    """
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        pause.wait(min(every, left))
+    return True
