@@ -77,3 +77,5 @@ class ErrorCode(enum.IntEnum):
     """The sender may not do this (wrong run, wrong node, unknown key)."""
     OVERLOADED = 9
     """A limit was hit (size, concurrency); retrying later may succeed."""
+    AGGREGATION_FAILED = 10
+    """The link could not aggregate the round (its fold worker failed); the reason says why."""

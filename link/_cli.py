@@ -42,7 +42,7 @@ _Allowed = Annotated[_Path, typer.Option(help="Allowed node public keys (*.key).
 _ControlAllowed = Annotated[
     _Path, typer.Option(help="Allowed user public keys on the control endpoint.")
 ]
-_Retention = Annotated[_Int, typer.Option(help="Checkpoints kept per run, 0 = all.")]
+_Retention = Annotated[_Int, typer.Option(help="Newest checkpoints kept per run, 0 = all [3].")]
 _Grace = Annotated[_Float, typer.Option(help="SIGTERM: seconds to finish rounds [30].")]
 _LogLevel = Annotated[_Str, typer.Option(help="debug, info, warning, error [info].")]
 _Warmup = Annotated[_Bool, typer.Option("--warmup/--no-warmup", help="Compile kernels at start.")]

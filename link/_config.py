@@ -57,7 +57,9 @@ class LinkConfig:
             control endpoint (``fedzero run/ls/...``); enables CURVE there (needs
             ``curve_secret_key``). Without it the control endpoint must stay on
             loopback: whoever reaches it can run code on this machine.
-        checkpoint_retention: global-model checkpoints kept per run (0: all).
+        checkpoint_retention: global-model checkpoints kept per run: the newest
+            ones, so the final model is always among them (0: all). The default, 3,
+            bounds the disk a long run takes (300 rounds of a 100 MB model).
         drain_grace: on SIGTERM, seconds in-flight rounds may take to finish.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
         warmup: compile every aggregation kernel at start-up (in the fold
@@ -78,7 +80,7 @@ class LinkConfig:
     curve_secret_key: Path | None = None
     allowed_keys_dir: Path | None = None
     control_allowed_keys_dir: Path | None = None
-    checkpoint_retention: int = 0
+    checkpoint_retention: int = 3
     drain_grace: float = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     warmup: bool = True

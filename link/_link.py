@@ -34,6 +34,8 @@ from fedzero.core.runtime import (
 
 from ._auth import LinkAuth
 from ._config import LinkConfig
+from ._guards import Guards, store_problem
+from ._health import Health, HealthReport, thread_check, watch
 from ._state import Run
 from .exec import Control, ExecService
 from .http import LinkStatsSource, StatsServer, parse_http_address
@@ -82,6 +84,7 @@ class Link:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop_requested = False
+        self._loop_error = ""  # why the IO loop ended by an exception, if it did
         self._drain_deadline: float | None = None
         self._failed_all = False
         self._auth = LinkAuth(self._ctx, self.config)
@@ -93,6 +96,10 @@ class Link:
         self._http: StatsServer | None = None
         self._http_source: LinkStatsSource | None = None
         self._store: StoreWriter | None = None
+        self._health: Health | None = None
+        self._guards = Guards(self.stats)
+        self._status = "serving"  # the last health summary told to systemd and the log
+        self._reload_args: tuple[Path | None, Mapping[str, Any]] = (None, {})
 
     # --------------------------------------------------------------- lifecycle
 
@@ -134,8 +141,14 @@ class Link:
     def reload(self, config_file: Path | None, flags: Mapping[str, Any]) -> None:
         """SIGHUP: re-read the configuration; apply the log level and the allowed keys.
 
+        Safe from a signal handler: it only queues the work for the IO loop.
         Other settings need a restart (their new values are ignored, with a log line).
         """
+        self._reload_args = (config_file, dict(flags))
+        self._post("reload_config")
+
+    def _reload_config(self) -> None:
+        config_file, flags = self._reload_args
         self._notifier.reloading()
         try:
             fresh = load_config(LinkConfig, "link", config_file=config_file, overrides=flags)
@@ -145,8 +158,20 @@ class Link:
             configure_logging(fresh.log_level)
             self.config.log_level = fresh.log_level
             log.info("config_reloaded", log_level=fresh.log_level)
-        self.reload_keys()
+        self._reload_keys()
         self._notifier.ready()
+
+    def _reload_keys(self) -> None:
+        self._auth.reload()
+        if self._router is not None:
+            self._router.keys_reloaded()  # nodes whose key was revoked are cut off
+
+    def health(self) -> HealthReport:
+        """Whether the link is whole: its threads alive, its store writing (any thread)."""
+        health = self._health
+        if health is None or not self._ready.is_set() or self.startup_error is not None:
+            return HealthReport(unhealthy=("the link is not running",))
+        return health.report()
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the link serves (or failed to start)."""
@@ -197,6 +222,11 @@ class Link:
         try:
             self._loop(router, control, wake)
             router.close_runs("the link shut down")
+        except BaseException as exc:
+            self._loop_error = f"{type(exc).__name__}: {exc}"
+            log.critical("link_failed", error=self._loop_error, exc_info=True)
+            self._notifier.status(f"failed: {self._loop_error}")
+            raise
         finally:
             self._close()
             log.info("link_stopped", **dict(self.stats))
@@ -225,8 +255,27 @@ class Link:
             self._exec = ExecService(cfg.state_dir, self.app_endpoint, self._store, notify)
             read_bundle = self._exec.read_bundle
         router = Router(cfg, fleet, app, self.stats, self._worker, self._store, read_bundle)
-        self._control = Control(control_sock, router, self._exec, self._store.reader())
+        reader = self._store.reader()
+        self._control = Control(control_sock, router, self._exec, reader, self._notify_control)
+        self._health = self._checks(self._worker, self._store, self._exec, self._control)
         return router, self._control
+
+    def _checks(
+        self, worker: FoldWorker, store: StoreWriter, exe: ExecService | None, ctl: Control
+    ) -> Health:
+        threads = [
+            thread_check("IO loop", lambda: not self._loop_error, lambda: self._loop_error),
+            thread_check("fold worker", lambda: worker.alive, lambda: worker.error),
+            thread_check("store writer", lambda: store.alive, str),
+            thread_check("control", lambda: ctl.alive, str),
+        ]
+        if exe is not None:
+            threads.append(thread_check("exec service", lambda: exe.alive, str))
+        return Health(threads, [lambda: store_problem(store.degraded)])
+
+    def _refusing(self) -> str:
+        """Why new runs are refused right now ("" when they are not)."""
+        return store_problem(self._store.degraded) if self._store is not None else ""
 
     def _bind_one(
         self, address: str, secure: Callable[[zmq.Socket[bytes]], None] | None
@@ -237,6 +286,9 @@ class Link:
 
     def _notify_exec(self) -> None:
         self._post("exec")
+
+    def _notify_control(self) -> None:
+        self._post("control")
 
     def _start_http(self) -> None:
         """Serve the statistics API, /metrics and the dashboard (its own threads)."""
@@ -260,10 +312,15 @@ class Link:
             self._http_source.close()
         if self._exec is not None:
             self._exec.close()
+        if self._control is not None:
+            self._control.close()
         if self._worker is not None:
             self._worker.close()
         if self._store is not None:
-            self._store.close()
+            try:
+                self._store.close()
+            except FedzeroTimeoutError as exc:  # the disk still refuses: say what is lost
+                log.error("store_not_flushed", error=str(exc), pending=self._store.pending)
         for sock in self._sockets:
             sock.close(linger=0)
         self._auth.stop()
@@ -275,10 +332,11 @@ class Link:
 
     def _loop(self, router: Router, control: Control, wake: WakePipe) -> None:
         fleet, app, control_sock = self._sockets
+        guards = self._guards
         handlers = [
-            (fleet, self._framed(router.on_fleet)),
-            (app, self._framed(router.on_app)),
-            (control_sock, self._framed(control.on_control)),
+            (fleet, guards.framed(fleet, "fleet", router.on_fleet)),
+            (app, guards.framed(app, "app", guards.new_runs(app, self._refusing, router.on_app))),
+            (control_sock, guards.framed(control_sock, "control", control.on_control)),
         ]
         poller = zmq.Poller()
         poller.register(wake.fileno(), zmq.POLLIN)
@@ -291,33 +349,20 @@ class Link:
         self._on_commands(router)  # what was posted before the loop started
         while not self._stop_requested and not self._drained(router):
             if time.monotonic() >= next_tick:
-                router.tick()
-                control.tick()
-                self._notifier.watchdog()
+                self._guards.run("tick", router.tick)
+                self._guards.run("control_tick", control.tick)
+                self._status = watch(self.health(), self._notifier, self._status)
                 next_tick = time.monotonic() + interval
             wait = min(next_tick - time.monotonic(), router.next_deadline())
             events = dict(poller.poll(max(0, int(wait * 1000)) + 1))
             if not events:
-                router.tick()
+                self._guards.run("tick", router.tick)
             if wake.fileno() in events:
                 wake.clear()
                 self._on_commands(router)
             for sock, handle in handlers:
                 if sock in events:
                     drain(sock, handle, limit=_BATCH)
-
-    def _framed(
-        self, handle: Callable[[bytes, list[zmq.Frame]], None]
-    ) -> Callable[[list[zmq.Frame]], None]:
-        """A handler of ROUTER messages: the peer's routing id, then at least one frame."""
-
-        def on_message(frames: list[zmq.Frame]) -> None:
-            if len(frames) < 2:
-                self.stats["malformed"] += 1
-                return
-            handle(frames[0].bytes, frames[1:])
-
-        return on_message
 
     def _drained(self, router: Router) -> bool:
         """Whether a drain is over (idle, or overdue); fail what is left once grace ends."""
@@ -338,18 +383,21 @@ class Link:
             except queue.Empty:
                 return
             if name == "work" and self._worker is not None:
-                _each(self._worker.done, router.rounds.on_worker)
+                self._guards.each(self._worker.done, router.rounds.on_worker)
             elif name == "exec" and self._exec is not None:
-                _each(self._exec.done, router.on_exec)
+                self._guards.each(self._exec.done, router.on_exec)
                 if self._control is not None:
-                    self._control.tick()
+                    self._guards.run("control_tick", self._control.tick)
+            elif name == "control" and self._control is not None:
+                self._guards.run("control", self._control.answer)
             elif name == "stop":
                 self._stop_requested = True
             elif name == "drain":
                 self._start_drain(router, argument)
             elif name == "reload":
-                self._auth.reload()
-                router.keys_reloaded()  # nodes whose key was revoked are cut off
+                self._reload_keys()
+            elif name == "reload_config":
+                self._reload_config()
 
     def _start_drain(self, router: Router, grace: float) -> None:
         if self._drain_deadline is not None:  # asked twice (a second Ctrl-C): stop now
@@ -381,13 +429,3 @@ class Link:
     def credit_in_flight(self) -> int:
         """Large uploads admitted right now."""
         return self._router.credit.in_flight if self._router else 0
-
-
-def _each(outcomes: queue.SimpleQueue[tuple[Any, ...]], handle: Callable[[Any], None]) -> None:
-    """Hand every outcome queued now to ``handle``."""
-    while True:
-        try:
-            outcome = outcomes.get_nowait()
-        except queue.Empty:
-            return
-        handle(outcome)

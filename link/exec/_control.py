@@ -1,31 +1,38 @@
 """The control endpoint: what the ``fedzero`` CLI asks of a link.
 
-Driven by the link's IO thread. Queries read the store's committed state
-through a WAL reader (a snapshot read that never waits for the writer) and
-overlay the live state of runs in this process; actions (submit, stop) go
-through the router and the exec service.
+Driven by the link's IO thread, which never reads the store itself: queries
+(``ls``, ``log``, ``nodes``, ``stop`` of a past run) and the full check of a
+submitted bundle run on the control's worker thread (:class:`~._queries.ReaderThread`),
+and the IO thread sends their answers when they are ready (:meth:`Control.answer`).
+What is reported is what the store holds; a running run shows its live
+counters (the store has them within seconds), never a status the store lacks.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
 import zmq
 
 from fedzero.core import DeserializationError, ErrorCode
-from fedzero.core.bundles import BundleError, read_manifest
+from fedzero.core.bundles import BundleError, open_bundle
 from fedzero.core.wire import control, parse_envelope
 
 from .._state import Run, RunStatus
 from ..routing import Router
-from ..store import StoreReader
+from ..store import RunRow, StoreReader
+from ._queries import Finisher, ReaderThread
 from ._service import ExecService
 
 log = structlog.get_logger(__name__)
 
 _PAGE: Final = 500  # log events per answer
+MAX_BUNDLE_BYTES: Final = 64 * 2**20
+"""Largest submitted bundle archive (the files inside are capped at 50 MiB in all)."""
 
 
 class Control:
@@ -36,7 +43,8 @@ class Control:
         router: the link's router (runs, nodes).
         exec_service: starts and stops ServerApp processes (None: no state dir,
             so runs cannot be submitted).
-        reader: the store's reader.
+        reader: the store's reader (the control's worker thread owns it).
+        notify: wakes the IO thread to call :meth:`answer` (from the worker thread).
     """
 
     def __init__(
@@ -45,13 +53,24 @@ class Control:
         router: Router,
         exec_service: ExecService | None,
         reader: StoreReader,
+        notify: Callable[[], None],
     ) -> None:
         self._sock = sock
         self._router = router
         self._exec = exec_service
-        self._reader = reader
+        self._worker = ReaderThread(reader, notify)
         self._followers: dict[tuple[bytes, int], int] = {}  # (peer, run) -> last event id sent
+        self._reading: set[tuple[bytes, int]] = set()  # followers with a read under way
         self._syncs: list[tuple[bytes, int]] = []  # (peer, write sequence to wait for)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the control's worker thread runs."""
+        return self._worker.alive
+
+    def close(self) -> None:
+        """Stop the worker thread (queued queries are answered first, if the socket is open)."""
+        self._worker.close()
 
     def on_control(self, rid: bytes, frames: list[zmq.Frame]) -> None:
         """Handle one request from the CLI."""
@@ -63,13 +82,14 @@ class Control:
         if kind == "submit_run":
             self._submit(rid, header, views)
         elif kind == "list_runs":
-            self._send(rid, control("runs", runs=self._runs(min(header["limit"], 1000))))
+            limit = min(header["limit"], 1000)
+            self._ask(rid, lambda s: functools.partial(self._send_runs, rid, s.list_runs(limit)))
         elif kind == "logs":
             self._logs(rid, header["run_id"], header["since_id"], header["follow"])
         elif kind == "stop_run":
             self._stop(rid, header["run_id"])
         elif kind == "list_nodes":
-            self._send(rid, control("node_list", nodes=self._nodes()))
+            self._ask(rid, lambda s: functools.partial(self._send_nodes, rid, s.list_nodes()))
         elif kind == "sync":  # answered once everything queued so far is committed
             self._syncs.append((rid, self._router.store.submitted))
             self._answer_syncs()
@@ -77,10 +97,26 @@ class Control:
             self._refuse(rid, ErrorCode.UNSUPPORTED, f"kind {kind!r} not accepted here")
 
     def tick(self) -> None:
-        """Push new log lines to ``fedzero log --follow`` clients; answer ``sync``."""
+        """Read new log lines for ``fedzero log --follow`` clients; answer ``sync``."""
         for (rid, run_id), since in list(self._followers.items()):
-            self._follow_once(rid, run_id, since)
+            self._follow(rid, run_id, since)
         self._answer_syncs()
+
+    def answer(self) -> None:
+        """Send the answers the worker thread has ready (IO thread)."""
+        while not self._worker.done.empty():
+            self._worker.done.get_nowait()()
+
+    def _ask(self, rid: bytes, job: Callable[[StoreReader], Finisher]) -> None:
+        def run(reader: StoreReader) -> Finisher:
+            try:
+                return job(reader)
+            except Exception as exc:
+                log.exception("control_query_failed", error=f"{type(exc).__name__}: {exc}")
+                reason = f"the link could not answer ({type(exc).__name__}: {exc})"
+                return functools.partial(self._refuse, rid, ErrorCode.UNKNOWN, reason)
+
+        self._worker.submit(run)
 
     def _answer_syncs(self) -> None:
         committed = self._router.store.committed
@@ -104,24 +140,58 @@ class Control:
         if len(views) != 2 or not isinstance(app.get("hash"), str):
             self._refuse(rid, ErrorCode.MALFORMED, "submit_run needs app.hash and one bundle frame")
             return
-        data = bytes(views[1])
-        try:  # the manifest only: the exec thread verifies every file off the IO loop
-            manifest = read_manifest(data, expected_hash=app["hash"])
-        except BundleError as exc:
-            self._refuse(rid, ErrorCode.REJECTED, f"bundle refused: {exc}")
+        if views[1].nbytes > MAX_BUNDLE_BYTES:
+            reason = f"bundle refused: {views[1].nbytes} bytes, over {MAX_BUNDLE_BYTES}"
+            self._refuse(rid, ErrorCode.REJECTED, reason)
             return
-        digest = app["hash"]
-        config = {**manifest.get("config", {}), **header["run_config"]}
-        run = self._router.create_run(config, f"{manifest['name']}@{digest[:12]}", digest)
+        if self._degraded(rid):
+            return
+        data, digest, config = bytes(views[1]), app["hash"], dict(header["run_config"])
+
+        def verify(_: StoreReader) -> Finisher:  # every file, size and the hash, off the IO loop
+            try:
+                bundle = open_bundle(data, expected_hash=digest)
+            except BundleError as exc:
+                return functools.partial(
+                    self._refuse, rid, ErrorCode.REJECTED, f"bundle refused: {exc}"
+                )
+            return functools.partial(self._start_run, rid, data, bundle.manifest, digest, config)
+
+        self._ask(rid, verify)
+
+    def _start_run(
+        self, rid: bytes, data: bytes, manifest: dict[str, Any], digest: str, config: dict[str, Any]
+    ) -> None:
+        if self._exec is None or self._degraded(rid):
+            return
+        if self._router.draining:
+            self._refuse(rid, ErrorCode.RUN_STOPPED, "the link is shutting down")
+            return
+        run_config = {**manifest.get("config", {}), **config}
+        run = self._router.create_run(run_config, f"{manifest['name']}@{digest[:12]}", digest)
         self._exec.start(run.run_id, data, digest)
         self._send(rid, control("submitted", run_id=run.run_id))
+
+    def _degraded(self, rid: bytes) -> bool:
+        """Refuse a new run while the store cannot write; True if it did."""
+        problem = self._router.store.degraded
+        if problem:
+            reason = f"the state store cannot write ({problem}): the link refuses new runs"
+            self._refuse(rid, ErrorCode.OVERLOADED, reason)
+        return bool(problem)
 
     def _stop(self, rid: bytes, run_id: int) -> None:
         run = self._router.runs.get(run_id)
         if run is None:
-            stored = self._reader.get_run(run_id)
-            status = stored.status if stored else "unknown"
-            self._send(rid, control("stopped", run_id=run_id, status=status))
+
+            def stored(reader: StoreReader) -> Finisher:
+                row = reader.get_run(run_id)
+                status = row.status if row else "unknown"
+                return functools.partial(
+                    self._send, rid, control("stopped", run_id=run_id, status=status)
+                )
+
+            self._ask(rid, stored)
             return
         if run.status == RunStatus.RUNNING:
             self._router.stop_run(run, "stopped by the operator")
@@ -132,48 +202,67 @@ class Control:
     def _logs(self, rid: bytes, run_id: int, since: int, follow: bool) -> None:
         if follow:
             self._followers[(rid, run_id)] = since
-            self._follow_once(rid, run_id, since)
-        else:
-            events = self._reader.events(since_id=since, run_id=run_id, limit=_PAGE)
+            self._follow(rid, run_id, since)
+            return
+
+        def page(reader: StoreReader) -> Finisher:
+            events = [e.as_dict() for e in reader.events(since, run_id=run_id, limit=_PAGE)]
             done = len(events) < _PAGE
-            self._send(
-                rid,
-                control(
-                    "log_lines", run_id=run_id, events=[e.as_dict() for e in events], done=done
-                ),
-            )
+            lines = control("log_lines", run_id=run_id, events=events, done=done)
+            return functools.partial(self._send, rid, lines)
 
-    def _follow_once(self, rid: bytes, run_id: int, since: int) -> None:
-        events = self._reader.events(since_id=since, run_id=run_id, limit=_PAGE)
-        ended = self._ended(run_id)
-        done = ended and len(events) < _PAGE
-        if events or done:
-            last = events[-1].id if events else since
-            rows = [e.as_dict() for e in events]
-            ok = self._send(rid, control("log_lines", run_id=run_id, events=rows, done=done))
-            if not ok or done:
-                self._followers.pop((rid, run_id), None)
-            else:
-                self._followers[(rid, run_id)] = last
+        self._ask(rid, page)
 
-    def _ended(self, run_id: int) -> bool:
+    def _follow(self, rid: bytes, run_id: int, since: int) -> None:
+        """Read the follower's next lines (one read under way per follower)."""
+        key = (rid, run_id)
+        if key in self._reading:
+            return
+        self._reading.add(key)
+        ended = self._ended(run_id)  # before the read: every event up to the end is in it
+
+        def read(reader: StoreReader) -> Finisher:
+            over = ended if ended is not None else _stored_over(reader, run_id)
+            events = reader.events(since_id=since, run_id=run_id, limit=_PAGE)
+            return functools.partial(self._followed, key, since, events, over)
+
+        self._ask(rid, read)
+
+    def _followed(self, key: tuple[bytes, int], since: int, events: list[Any], over: bool) -> None:
+        self._reading.discard(key)
+        done = over and len(events) < _PAGE
+        if not (events or done) or key not in self._followers:
+            return
+        rid, run_id = key
+        rows = [e.as_dict() for e in events]
+        ok = self._send(rid, control("log_lines", run_id=run_id, events=rows, done=done))
+        if not ok or done:
+            self._followers.pop(key, None)
+        else:
+            self._followers[key] = events[-1].id if events else since
+
+    def _ended(self, run_id: int) -> bool | None:
+        """Whether a live run is over with its events committed; None: ask the store."""
         run = self._router.runs.get(run_id)
-        if run is not None:  # over, and every event up to its end is committed (readable)
-            over = run.status != RunStatus.RUNNING and run.exec_done
-            return over and self._router.store.committed >= run.ended_seq
-        stored = self._reader.get_run(run_id)
-        return stored is None or stored.status != "running"
+        if run is None:
+            return None
+        over = run.status != RunStatus.RUNNING and run.exec_done
+        return over and self._router.store.committed >= run.ended_seq
 
     # ----------------------------------------------------------------- views
 
-    def _runs(self, limit: int) -> list[dict[str, Any]]:
-        rows = {r.run_id: r.as_dict() for r in self._reader.list_runs(limit=limit)}
-        for run in self._router.runs.values():  # live state wins over what is committed
-            rows[run.run_id] = {**rows.get(run.run_id, {}), **_live(run)}
-        return sorted(rows.values(), key=lambda r: -int(r["run_id"]))[:limit]
+    def _send_runs(self, rid: bytes, rows: list[RunRow]) -> None:
+        runs = []
+        for row in rows:
+            out = row.as_dict()
+            live = self._router.runs.get(row.run_id)
+            if live is not None and row.status == "running":
+                out.update(_live(live))
+            runs.append(out)
+        self._send(rid, control("runs", runs=runs))
 
-    def _nodes(self) -> list[dict[str, Any]]:
-        rows = {n.node_id: n.as_dict() for n in self._reader.list_nodes()}
+    def _send_nodes(self, rid: bytes, stored: list[Any]) -> None:
+        rows = {n.node_id: n.as_dict() for n in stored}
         for node in self._router.nodes.values():
             live = {
                 "node_id": node.node_id,
@@ -183,7 +272,8 @@ class Control:
                 "bytes_out": node.bytes_out,
             }
             rows[node.node_id] = {**rows.get(node.node_id, {}), **live}
-        return sorted(rows.values(), key=lambda r: int(r["node_id"]))
+        nodes = sorted(rows.values(), key=lambda r: int(r["node_id"]))
+        self._send(rid, control("node_list", nodes=nodes))
 
     def _send(self, rid: bytes, frames: list[Any]) -> bool:
         try:
@@ -197,17 +287,20 @@ class Control:
         self._send(rid, control("refused", code=int(code), reason=reason))
 
 
+def _stored_over(reader: StoreReader, run_id: int) -> bool:
+    row = reader.get_run(run_id)
+    return row is None or row.status != "running"
+
+
 def _live(run: Run) -> dict[str, Any]:
+    """A running run's live counters (ahead of the store by a few seconds at most)."""
     return {
-        "run_id": run.run_id,
-        "status": str(run.status),
-        "app": run.app,
-        "started_at": run.started_at,
-        "ended_at": run.ended_at,
         "rounds_done": run.rounds_done,
         "nodes": sorted(run.nodes),
+        "messages_sent": run.messages_sent,
         "replies": run.replies,
         "failures": run.failures,
-        "error": run.error,
+        "bytes_in": run.bytes_in,
+        "bytes_out": run.bytes_out,
         "now": time.time(),
     }

@@ -36,6 +36,9 @@ log = structlog.get_logger(__name__)
 
 _SERVER_APP_MODULE: Final = "fedzero.link.exec._serverapp"  # keep: ``python -m`` target
 _TAIL: Final = 200  # output lines kept per run for the traceback of a failure
+MAX_LINE: Final = 64 * 1024
+"""Longest output line kept as one log line; a longer run without a newline is cut
+into pieces of this size (the link's memory per ServerApp stays bounded)."""
 ERROR_MARK: Final = "FEDZERO-ERROR: "
 """Prefix of the line a ServerApp process prints last when it fails (see ``_serverapp``)."""
 
@@ -76,6 +79,11 @@ class ExecService:
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="fedzero-exec", daemon=True)
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the service's thread runs (False once closed, or if it died)."""
+        return self._thread.is_alive()
 
     def start(self, run_id: int, bundle: bytes, bundle_hash: str) -> None:
         """Install ``bundle`` and start its ServerApp for ``run_id``."""
@@ -183,6 +191,9 @@ class ExecService:
         if chunk:
             child.buffer += chunk
             *lines, child.buffer = child.buffer.split(b"\n")
+            while len(child.buffer) > MAX_LINE:  # no newline in sight: a piece goes out as is
+                lines.append(child.buffer[:MAX_LINE])
+                child.buffer = child.buffer[MAX_LINE:]
             self._lines(child, [line.decode("utf-8", "replace") for line in lines])
             return
         selector.unregister(child.proc.stdout)  # EOF: the process is gone or closing

@@ -45,6 +45,16 @@ class LinkView(Protocol):
     def store_reader(self) -> StoreReader:
         """A reader of the link's state; raises a FedzeroError when there is none."""
 
+    def health(self) -> HealthView:
+        """Whether the link is whole (its threads, its store)."""
+
+
+class HealthView(Protocol):
+    """What a health report offers (:class:`~fedzero.link.Link.health` returns one)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of ``/api/health``."""
+
 
 class LinkStatsSource:
     """A :class:`StatsSource` on a running :class:`~fedzero.link.Link`.
@@ -71,18 +81,26 @@ class LinkStatsSource:
             reader.close()
 
     def runs(self) -> list[dict[str, Any]]:
-        """See :meth:`StatsSource.runs`."""
-        rows = {r.run_id: r for r in self._read(lambda s: s.list_runs(limit=10_000)) or []}
-        runs = sorted(self._link.runs(), key=lambda r: -r.run_id)
-        return [self._run(r, rows.get(r.run_id)) for r in runs]
+        """See :meth:`StatsSource.runs`: the runs the store holds, newest first.
+
+        A run the store does not hold yet (its first write is queued) is not
+        listed; a running run's counters are its live ones (the store has them
+        within seconds), its status is the stored one.
+        """
+        rows = self._read(lambda s: s.list_runs(limit=10_000))
+        live = {r.run_id: r for r in self._link.runs()}
+        if rows is None:  # no store (yet): what the link has in memory
+            return [self._run(r, None) for r in sorted(live.values(), key=lambda r: -r.run_id)]
+        return [self._run(live.get(row.run_id), row) for row in rows]
 
     def run(self, run_id: int) -> dict[str, Any] | None:
         """See :meth:`StatsSource.run`."""
-        for run in self._link.runs():
-            if run.run_id == run_id:
-                row = self._read(lambda s: s.get_run(run_id))
-                return {**self._run(run, row), "run_config": dict(run.run_config)}
-        return None
+        row = self._read(lambda s: s.get_run(run_id))
+        live = next((r for r in self._link.runs() if r.run_id == run_id), None)
+        if row is None and live is None:
+            return None
+        config = row.run_config if row is not None else live.run_config if live else {}
+        return {**self._run(live, row), "run_config": dict(config)}
 
     def rounds(self, run_id: int) -> list[dict[str, Any]]:
         """See :meth:`StatsSource.rounds`."""
@@ -139,29 +157,25 @@ class LinkStatsSource:
             "runs_by_status": by_status,
             "nodes_online": sum(1 for n in nodes if n["online"]),
             "counters": counters,
+            "health": self._link.health().as_dict(),
         }
 
     @staticmethod
-    def _run(run: Run, row: RunRow | None) -> dict[str, Any]:
-        """The live run, with what only the store knows (app, error, bytes) when it has it."""
-        app, error, bytes_in, bytes_out = (
-            (row.app, row.error, row.bytes_in, row.bytes_out) if row else ("", "", 0, 0)
-        )
-        return {
-            "run_id": run.run_id,
-            "status": str(run.status),
-            "app": app,
-            "started_at": run.started_at,
-            "ended_at": run.ended_at,
-            "rounds_done": run.rounds_done,
-            "nodes": len(set(run.nodes)),
-            "messages": run.messages_sent,
-            "replies": run.replies,
-            "failures": run.failures,
-            "error": error,
-            "bytes_in": bytes_in,
-            "bytes_out": bytes_out,
+    def _run(run: Run | None, row: RunRow | None) -> dict[str, Any]:
+        """The stored run; a running one with its live counters (``row`` or ``run`` is set)."""
+        if row is None:
+            assert run is not None  # noqa: S101 - one of them is given
+            return _counters(run, {"status": str(run.status), "app": "", "error": ""}, run)
+        stored = {
+            "run_id": row.run_id,
+            "status": row.status,
+            "app": row.app,
+            "started_at": row.started_at,
+            "ended_at": row.ended_at,
+            "error": row.error,
         }
+        live = run if run is not None and row.status == "running" else None
+        return _counters(row, stored, live)
 
     def _read(self, query: Callable[[StoreReader], _T]) -> _T | None:
         """Run ``query(reader)`` on the link's store; None if the link keeps none (yet)."""
@@ -172,6 +186,24 @@ class LinkStatsSource:
                 return query(self._reader)
             except FedzeroError:  # not running yet, or closed
                 return None
+
+
+def _counters(source: Run | RunRow, out: dict[str, Any], live: Run | None) -> dict[str, Any]:
+    """``out`` with the counters of ``live`` if given, else of ``source``."""
+    counted: Any = live if live is not None else source
+    return {
+        "run_id": source.run_id,
+        **out,
+        "started_at": out.get("started_at", source.started_at),
+        "ended_at": out.get("ended_at", source.ended_at),
+        "rounds_done": counted.rounds_done,
+        "nodes": len(set(counted.nodes)),
+        "messages": counted.messages_sent,
+        "replies": counted.replies,
+        "failures": counted.failures,
+        "bytes_in": counted.bytes_in,
+        "bytes_out": counted.bytes_out,
+    }
 
 
 def _strip(counters: Mapping[str, int], prefix: str) -> dict[str, int]:

@@ -77,6 +77,19 @@ class StatsCollector:
 def _link_metrics(
     stats: Mapping[str, Any], nodes: list[dict[str, Any]], runs: list[dict[str, Any]]
 ) -> Iterator[Metric]:
+    health = _mapping(stats.get("health"))
+    healthy = 0.0 if health.get("healthy") is False else 1.0
+    yield GaugeMetricFamily(
+        f"{_PREFIX}_link_healthy",
+        "1 while every thread of the link runs; 0 once one died (the watchdog stops).",
+        value=healthy,
+    )
+    degraded = 1.0 if health.get("degraded") else 0.0
+    yield GaugeMetricFamily(
+        f"{_PREFIX}_link_degraded",
+        "1 while the state store cannot write (new runs are refused).",
+        value=degraded,
+    )
     uptime = _number(stats.get("uptime_secs"))
     yield GaugeMetricFamily(
         f"{_PREFIX}_link_uptime_seconds", "Seconds since the link started.", value=uptime

@@ -10,6 +10,9 @@ Routes (GET and HEAD only):
 - ``/api/runs``, ``/api/runs/<id>``, ``/api/runs/<id>/rounds``, ``/api/nodes``,
   ``/api/stats``: JSON, ``Cache-Control: no-store``; unknown paths and ids are a
   404, a malformed id a 400, and every error body is JSON without a traceback;
+- ``/api/health``: 200 ``{"status": "ok", ...}`` while the link is whole, 503 with
+  the reasons while it is unhealthy (a thread died) or degraded (its store cannot
+  write): what a load balancer or an uptime check polls;
 - ``/metrics``: the Prometheus text format, read from the source at scrape time.
 """
 
@@ -189,6 +192,9 @@ class _Handler(BaseHTTPRequestHandler):
         source = self.server.source
         if path in ("/", "/index.html"):
             return 200, "text/html; charset=utf-8", dashboard_html(), _PAGE_HEADERS
+        if path == "/api/health":
+            health = health_of(source.stats())
+            return _json(200 if health["status"] == "ok" else 503, health)
         if path == "/metrics":
             return 200, CONTENT_TYPE, exposition(self.server.registry), {}
         simple = {"/api/runs": source.runs, "/api/nodes": source.nodes, "/api/stats": source.stats}
@@ -246,6 +252,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Other http.server messages (timeouts, bad requests), at debug level."""
         log.debug("http_message", client=self.client_address[0], message=format % args)
+
+
+def health_of(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``health`` of a source's stats (a source that reports none is ok)."""
+    health = stats.get("health")
+    if not isinstance(health, Mapping):
+        return {"status": "ok", "healthy": True, "degraded": False, "reasons": []}
+    return dict(health)
 
 
 def _json(status: int, value: Any) -> tuple[int, str, bytes, dict[str, str]]:

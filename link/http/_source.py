@@ -43,5 +43,7 @@ class StatsSource(Protocol):
         Keys (missing ones read as 0): ``uptime_secs``, ``messages``, ``replies``,
         ``failures`` ({error code: n}), ``replies_dropped`` ({reason: n}),
         ``malformed`` ({endpoint: n}), ``bytes_in``, ``bytes_out``,
-        ``aggregation_secs``, ``credit_in_flight``, ``runs_by_status`` ({status: n}).
+        ``aggregation_secs``, ``credit_in_flight``, ``runs_by_status`` ({status: n}),
+        ``health`` (``{"status": "ok"|"degraded"|"unhealthy", "healthy": bool,
+        "degraded": bool, "reasons": [str]}``; a source without it reads as ok).
         """

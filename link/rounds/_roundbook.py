@@ -148,6 +148,8 @@ class RoundBook:
                 self._stats["replies_rejected"] += 1
                 log.warning("update_rejected", run_id=rnd.run_id, node_id=node_id, reason=problem)
                 self.on_failure(round_id, node_id, ErrorCode.REJECTED, problem)
+        elif kind == "failed":
+            self._fail(round_id, outcome[2])
         elif kind == "finished" and rnd is not None:
             del self.rounds[round_id]
             _, _, arrays, metrics, problem = outcome
@@ -155,6 +157,19 @@ class RoundBook:
                 rnd.failures[0] = (int(ErrorCode.REJECTED), problem)
             self._to_app(rnd.app_routing_id, encode(result_message(rnd, arrays, metrics)))
             self._record(rnd)
+
+    def _fail(self, round_id: str, cause: str) -> None:
+        """The fold worker could not aggregate the round: its ServerApp gets the cause."""
+        rnd = self.rounds.pop(round_id, None)
+        if rnd is None:
+            return
+        for entry in self._pending.pop_round(round_id):
+            self._release(entry.message_id)
+        self._stats["rounds_failed"] += 1
+        rnd.failures[0] = (int(ErrorCode.AGGREGATION_FAILED), cause)
+        self._worker.submit("drop", round_id)
+        self._to_app(rnd.app_routing_id, encode(result_message(rnd, None, {})))
+        self._record(rnd)
 
     def _record(self, rnd: AggregatedRound) -> None:
         secs = time.monotonic() - rnd.started
@@ -220,7 +235,8 @@ class RoundBook:
         """Where the fold worker saves this round's global model, if anywhere."""
         if self._checkpoint_dir is None or not rnd.template.group_id.isdigit():
             return None
-        return (self._checkpoint_dir, rnd.run_id, int(rnd.template.group_id), self._retention)
+        group = int(rnd.template.group_id)
+        return (self._checkpoint_dir, rnd.run_id, group, self._retention, rnd.spec.round_id)
 
 
 def _update_of(

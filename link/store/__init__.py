@@ -1,5 +1,6 @@
 """Link state: the store Protocol, its writer thread, in-memory and SQLite stores."""
 
+from ._faults import FAULTS_ENV, injected_faults
 from ._memory import InMemoryStore
 from ._open import open_store
 from ._protocol import LinkStore, RunRow, StoreError, StoreReader
@@ -8,6 +9,7 @@ from ._sqlite import SqliteReader, SqliteStore
 from ._writer import StoreWriter
 
 __all__ = [
+    "FAULTS_ENV",
     "SCHEMA_VERSION",
     "InMemoryStore",
     "LinkStore",
@@ -17,5 +19,6 @@ __all__ = [
     "StoreError",
     "StoreReader",
     "StoreWriter",
+    "injected_faults",
     "open_store",
 ]

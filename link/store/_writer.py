@@ -6,13 +6,22 @@ given, and queues the write. The writer thread applies queued writes in batches:
 everything queued by the time it looks is one transaction, committed when the
 queue drains, so a burst of events costs one fsync-free WAL commit, not one each.
 
-A write that fails in the writer thread (the run vanished, the disk is full) is
-logged and counted in :attr:`StoreWriter.failed`; it never stops later writes.
+Nothing queued is dropped for a failing disk: a commit that fails (the disk is
+full, the database is locked, :class:`~._protocol.StoreError`) is rolled back and
+the same batch retried with back-off until it commits. Meanwhile
+:attr:`StoreWriter.degraded` says why (the link reports it: health, systemd
+STATUS, a log line a minute) and the queue is bounded: past ``max_pending``
+queued writes, a caller waits for room (back-pressure), it never grows memory
+without end. Only a write that is wrong in itself (the run does not exist, a
+value that is not JSON) is logged, counted in :attr:`StoreWriter.failed` and
+skipped: retrying it cannot help.
 """
 
 from __future__ import annotations
 
+import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,9 +31,11 @@ import structlog
 
 from fedzero.core import ClosedError, FedzeroTimeoutError
 
+from ._faults import injected_faults
 from ._protocol import (
     LinkStore,
     RoundStats,
+    StoreError,
     StoreReader,
     check_kind,
     check_run_fields,
@@ -35,6 +46,11 @@ log = structlog.get_logger(__name__)
 
 _MAX_BATCH: Final = 1000
 _BACKLOG_WARNING: Final = 10_000
+MAX_PENDING: Final = 100_000
+"""Queued writes beyond which a caller waits for the writer (back-pressure)."""
+_RETRY_FIRST: Final = 0.05  # seconds before the first retry of a failed commit
+_RETRY_MAX: Final = 2.0  # longest wait between retries
+_DEGRADED_LOG_SECS: Final = 60.0  # a store_degraded line this often while it lasts
 
 _Write = Callable[[LinkStore], object]
 
@@ -49,9 +65,16 @@ class StoreWriter:
     Args:
         store: the store to write to; do not call its write methods elsewhere.
         name: the thread's name.
+        max_pending: queued writes beyond which callers wait (back-pressure).
     """
 
-    def __init__(self, store: LinkStore, *, name: str = "fedzero-store-writer") -> None:
+    def __init__(
+        self,
+        store: LinkStore,
+        *,
+        name: str = "fedzero-store-writer",
+        max_pending: int = MAX_PENDING,
+    ) -> None:
         self._store = store
         self._queue: queue.SimpleQueue[tuple[int, str, _Write] | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
@@ -60,7 +83,10 @@ class StoreWriter:
         self._failed = 0
         self._closed = False
         self._warned_backlog = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._max_pending = max_pending
+        self._degraded = ""
+        self._fail_while = injected_faults().get("store_fail_while", "")  # tests only
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------- properties
@@ -81,6 +107,17 @@ class StoreWriter:
         """Writes that raised in the writer thread since start (each was logged)."""
         with self._cond:
             return self._failed
+
+    @property
+    def degraded(self) -> str:
+        """Why commits fail right now ("" when the store writes)."""
+        with self._cond:
+            return self._degraded
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread runs (False once closed, or if it died)."""
+        return self._thread.is_alive()
 
     def reader(self) -> StoreReader:
         """Return a reader of the store for another thread (see :meth:`LinkStore.reader`)."""
@@ -223,6 +260,9 @@ class StoreWriter:
         with self._cond:
             if self._closed:
                 raise ClosedError("link store writer is closed")
+            if self._submitted - self._done >= self._max_pending:  # back-pressure
+                log.warning("store_writer_full", pending=self._submitted - self._done)
+                self._cond.wait_for(self._has_room)
             self._submitted += 1
             seq = self._submitted
             backlog = seq - self._done
@@ -230,6 +270,19 @@ class StoreWriter:
         if backlog >= _BACKLOG_WARNING and not self._warned_backlog:
             self._warned_backlog = True
             log.warning("store_writer_backlog", pending=backlog)
+
+    def _has_room(self) -> bool:
+        return self._submitted - self._done < self._max_pending or not self._thread.is_alive()
+
+    def _main(self) -> None:
+        try:
+            self._loop()
+        except BaseException:
+            log.critical("store_writer_died", pending=self.pending, exc_info=True)
+            raise
+        finally:
+            with self._cond:
+                self._cond.notify_all()  # nobody waits for room a dead thread cannot make
 
     def _loop(self) -> None:
         stop = False
@@ -250,22 +303,31 @@ class StoreWriter:
             self._apply(batch)
 
     def _apply(self, batch: list[tuple[int, str, _Write]]) -> None:
-        started = time.perf_counter()
-        failed = 0
-        try:
-            with self._store.batch():
-                for _, name, write in batch:
-                    try:
-                        write(self._store)
-                    except Exception as exc:
-                        failed += 1
-                        log.error(
-                            "store_write_failed", write=name, error=f"{type(exc).__name__}: {exc}"
-                        )
-        except Exception as exc:  # the commit itself failed: the whole batch is lost
-            failed = len(batch)
-            log.error(
-                "store_commit_failed", writes=len(batch), error=f"{type(exc).__name__}: {exc}"
+        """Commit ``batch``; a failed commit is retried with back-off until it succeeds."""
+        delay, since, logged = _RETRY_FIRST, time.monotonic(), 0.0
+        while True:
+            started = time.perf_counter()
+            try:
+                failed = self._commit(batch)
+            except Exception as exc:  # nothing of the batch is stored: try it again
+                now = time.monotonic()
+                self._set_degraded(f"{type(exc).__name__}: {exc}")
+                if now - logged >= _DEGRADED_LOG_SECS:
+                    logged = now
+                    log.error(
+                        "store_degraded",
+                        error=self.degraded,
+                        pending=self.pending,
+                        secs=round(now - since, 1),
+                        hint="commits are retried; the link refuses new runs until they work",
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+                continue
+            break
+        if logged:
+            log.warning(
+                "store_recovered", pending=self.pending, secs=round(time.monotonic() - since, 1)
             )
         log.debug(
             "store_batch_committed",
@@ -274,8 +336,37 @@ class StoreWriter:
             ms=round((time.perf_counter() - started) * 1e3, 2),
         )
         with self._cond:
+            self._degraded = ""
             self._done = batch[-1][0]
             self._failed += failed
             if self._submitted - self._done < _BACKLOG_WARNING // 2:
                 self._warned_backlog = False
             self._cond.notify_all()
+
+    def _commit(self, batch: list[tuple[int, str, _Write]]) -> int:
+        """Apply ``batch`` in one transaction; return how many writes were wrong in themselves.
+
+        Raises:
+            StoreError: the store could not write (the transaction is rolled back).
+        """
+        failed = 0
+        with self._store.batch():
+            if self._fail_while and os.path.exists(self._fail_while):
+                raise StoreError(f"injected test fault: commits fail while {self._fail_while}")
+            for _, name, write in batch:
+                try:
+                    write(self._store)
+                except StoreError as exc:
+                    if isinstance(exc.__cause__, sqlite3.OperationalError):
+                        raise  # the disk, not the write: the whole batch is tried again
+                    failed += 1
+                    log.error("store_write_failed", write=name, error=str(exc))
+                except Exception as exc:
+                    failed += 1
+                    error = f"{type(exc).__name__}: {exc}"
+                    log.error("store_write_failed", write=name, error=error)
+        return failed
+
+    def _set_degraded(self, reason: str) -> None:
+        with self._cond:
+            self._degraded = reason
