@@ -7,6 +7,7 @@ from the link's configured liveness settings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -91,6 +92,20 @@ def _task_for(grid: Grid, sock: zmq.Socket[bytes], node_id: int, content: Record
     return decode(recv_until(sock, "message")["_frames"])
 
 
+@contextlib.contextmanager
+def _rogue_with_task(
+    ctx: zmq.Context[Any], link: Link
+) -> Iterator[tuple[zmq.Socket[bytes], Grid, Message]]:
+    """A registered raw node, a ServerApp, and one task the node received."""
+    rogue = peer(ctx, link.fleet_endpoint)
+    node_id = register(rogue)["node_id"]
+    try:
+        with Grid(link.app_endpoint) as grid:
+            yield rogue, grid, _task_for(grid, rogue, node_id, model())
+    finally:
+        rogue.close(linger=0)
+
+
 def _reply(task: Message, n: int = 8) -> Message:
     arrays = ArrayRecord({"w": np.zeros(n, np.float32)})
     return task.create_reply(RecordDict({"arrays": arrays, "metrics": MetricRecord({"x": 1})}))
@@ -134,10 +149,7 @@ def test_a_stolen_node_id_is_refused_and_the_online_node_keeps_its_work(
 def test_an_uncredited_large_reply_is_refused_counted_and_fails_its_task(
     zmq_context: zmq.Context[Any], link: Link
 ) -> None:
-    rogue = peer(zmq_context, link.fleet_endpoint)
-    node_id = register(rogue)["node_id"]
-    with Grid(link.app_endpoint) as grid:
-        task = _task_for(grid, rogue, node_id, model())
+    with _rogue_with_task(zmq_context, link) as (rogue, grid, task):
         rogue.send_multipart(encode(_reply(task, n=100_000)), copy=False)  # 400 kB, no credit
         refused = recv_until(rogue, "refused")
         assert refused["reply_to"] == task.metadata.message_id
@@ -146,16 +158,12 @@ def test_an_uncredited_large_reply_is_refused_counted_and_fails_its_task(
         assert answer.has_error()
         assert answer.error.code == ErrorCode.REJECTED
         assert link.stats["reply_uncredited"] == 1
-    rogue.close(linger=0)
 
 
 def test_every_refused_reply_is_named_and_foreign_replies_are_refused(
     zmq_context: zmq.Context[Any], link: Link
 ) -> None:
-    rogue = peer(zmq_context, link.fleet_endpoint)
-    node_id = register(rogue)["node_id"]
-    with Grid(link.app_endpoint) as grid:
-        task = _task_for(grid, rogue, node_id, model())
+    with _rogue_with_task(zmq_context, link) as (rogue, grid, task):
         stray = _reply(task)
         stray.metadata.reply_to_message_id = "f" * 32
         rogue.send_multipart(encode(stray), copy=False)
@@ -172,7 +180,6 @@ def test_every_refused_reply_is_named_and_foreign_replies_are_refused(
         replay = recv_until(rogue, "refused")
         assert replay["reply_to"] == task.metadata.message_id
         assert "duplicate" in replay["reason"]
-    rogue.close(linger=0)
 
 
 @pytest.mark.parametrize(
@@ -182,10 +189,7 @@ def test_every_refused_reply_is_named_and_foreign_replies_are_refused(
 def test_reply_metadata_must_match_its_task(
     zmq_context: zmq.Context[Any], link: Link, field: str, value: Any
 ) -> None:
-    rogue = peer(zmq_context, link.fleet_endpoint)
-    node_id = register(rogue)["node_id"]
-    with Grid(link.app_endpoint) as grid:
-        task = _task_for(grid, rogue, node_id, model())
+    with _rogue_with_task(zmq_context, link) as (rogue, grid, task):
         reply = _reply(task)
         setattr(reply.metadata, field, value)
         rogue.send_multipart(encode(reply), copy=False)
@@ -194,7 +198,6 @@ def test_reply_metadata_must_match_its_task(
         assert answer.has_error()
         assert answer.error.code == ErrorCode.REJECTED
         assert field.split("_")[0] in answer.error.reason
-    rogue.close(linger=0)
 
 
 # ------------------------------------------------------------------ bounds

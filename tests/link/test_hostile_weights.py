@@ -82,23 +82,19 @@ def test_a_weight_that_is_not_finite_and_positive_is_rejected(weight: str) -> No
         np.testing.assert_array_equal(result.arrays["w"], np.full(4, 1.0, np.float32))
 
 
-def test_huge_weights_give_a_finite_exact_mean() -> None:
-    configs = [{"value": 1.0, "weight": "1e308"}, {"value": 3.0, "weight": "1e308"}]
+@pytest.mark.parametrize(
+    ("weights", "mean"),
+    [(("1e308", "1e308"), 2.5), (("5e-324", "1e-323"), 3.0)],
+    ids=["huge", "subnormal"],
+)
+def test_extreme_weights_give_a_finite_exact_mean(weights: tuple[str, str], mean: float) -> None:
+    configs = [{"value": 1.0, "weight": weights[0]}, {"value": 4.0, "weight": weights[1]}]
     with federation(app, configs) as (link, _), Grid(link.app_endpoint) as grid:
         grid.get_node_ids(min_nodes=2)
         result = _round(grid)
         assert result.replies == 2, result.failures
-        np.testing.assert_array_equal(result.arrays["w"], np.full(4, 2.0, np.float32))
-        assert result.metrics["loss"] == pytest.approx(2.0)
-
-
-def test_subnormal_weights_give_a_finite_exact_mean() -> None:
-    configs = [{"value": 1.0, "weight": "5e-324"}, {"value": 4.0, "weight": "1e-323"}]
-    with federation(app, configs) as (link, _), Grid(link.app_endpoint) as grid:
-        grid.get_node_ids(min_nodes=2)
-        result = _round(grid)
-        assert result.replies == 2, result.failures
-        np.testing.assert_array_equal(result.arrays["w"], np.full(4, 3.0, np.float32))
+        np.testing.assert_array_equal(result.arrays["w"], np.full(4, mean, np.float32))
+        assert result.metrics["loss"] == pytest.approx(mean)
 
 
 def test_scaling_every_weight_by_a_power_of_two_changes_no_bit() -> None:
