@@ -103,9 +103,13 @@ class Control:
         self._answer_syncs()
 
     def answer(self) -> None:
-        """Send the answers the worker thread has ready (IO thread)."""
+        """Send the answers the worker thread has ready (IO thread); one failing fails alone."""
         while not self._worker.done.empty():
-            self._worker.done.get_nowait()()
+            finisher = self._worker.done.get_nowait()
+            try:
+                finisher()
+            except Exception as exc:
+                log.exception("control_answer_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _ask(self, rid: bytes, job: Callable[[StoreReader], Finisher]) -> None:
         def run(reader: StoreReader) -> Finisher:

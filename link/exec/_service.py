@@ -197,6 +197,7 @@ class ExecService:
             self._lines(child, [line.decode("utf-8", "replace") for line in lines])
             return
         selector.unregister(child.proc.stdout)  # EOF: the process is gone or closing
+        child.proc.stdout.close()
         if child.buffer:
             self._lines(child, [child.buffer.decode("utf-8", "replace")])
         code = child.proc.wait()

@@ -17,6 +17,7 @@ import pytest
 from fedzero.core import ProtocolError
 from fedzero.core.bundles import MANIFEST_NAME, Bundle, build_bundle
 from fedzero.core.cli import ControlClient
+from fedzero.link.exec import MAX_LINE
 from fedzero.link.store import SqliteReader
 from tests.apps.echo.echoapp import client as echo
 from tests.helpers import ECHO_APP, FAST, federation, processes, socket_dir
@@ -102,3 +103,43 @@ def test_sigterm_during_a_round_of_a_real_link_exits_zero_within_grace_without_e
             assert run.status != "running"
         finally:
             reader.close()
+
+
+_CHATTY = """
+import sys
+from fedzero.core import ServerApp
+
+server = ServerApp()
+client = None
+
+
+@server.main()
+def main(grid, context):  # type: ignore[no-untyped-def]
+    sys.stdout.write("x" * 300_000)  # no newline: the link must not buffer it whole
+    sys.stdout.flush()
+"""
+
+
+def test_serverapp_output_without_a_newline_becomes_bounded_log_lines(tmp_path: Path) -> None:
+    project = tmp_path / "chatty"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "chatty"\nversion = "0.0.0"\n\n'
+        '[tool.fedzero.app]\nserverapp = "chattyapp:server"\nclientapp = "chattyapp:client"\n'
+    )
+    (project / "chattyapp.py").write_text(_CHATTY)
+    bundle = build_bundle(project)
+    app = {"name": bundle.name, "hash": bundle.hash}
+    with (
+        federation(echo, [], state_dir=tmp_path / "state") as (link, _),
+        ControlClient(link.control_endpoint, timeout=30 * _SLACK) as client,
+    ):
+        _, submitted = client.request("submit_run", bundle.data, app=app, run_config={})
+        lines = [
+            e["data"]["line"]
+            for e in client.follow_logs(submitted["run_id"])
+            if e["kind"] == "log" and e["data"]["line"].startswith("x")
+        ]
+    assert "".join(lines).count("x") >= 300_000
+    assert max(len(line) for line in lines) <= MAX_LINE
+    assert len(lines) >= 300_000 // MAX_LINE
