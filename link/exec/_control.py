@@ -261,7 +261,7 @@ class Control:
             out = row.as_dict()
             live = self._router.runs.get(row.run_id)
             if live is not None and row.status == "running":
-                out.update(_live(live))
+                out.update(_live(live), rounds_done=max(live.rounds_done, row.rounds_done))
             runs.append(out)
         self._send(rid, control("runs", runs=runs))
 

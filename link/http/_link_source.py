@@ -196,7 +196,7 @@ def _counters(source: Run | RunRow, out: dict[str, Any], live: Run | None) -> di
         **out,
         "started_at": out.get("started_at", source.started_at),
         "ended_at": out.get("ended_at", source.ended_at),
-        "rounds_done": counted.rounds_done,
+        "rounds_done": max(counted.rounds_done, source.rounds_done),
         "nodes": len(set(counted.nodes)),
         "messages": counted.messages_sent,
         "replies": counted.replies,

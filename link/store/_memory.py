@@ -111,6 +111,8 @@ class InMemoryStore:
             columns = merge_round(self._rounds.get((run_id, round)), new, stats)
             row = {"run_id": run_id, "round": round, "at": float(at), **columns}
             self._rounds[(run_id, round)] = row
+            run = self._runs[run_id]  # rounds_done agrees with the rounds table
+            run["rounds_done"] = max(run["rounds_done"], round)
 
     def list_rounds(self, run_id: int) -> list[RoundRow]:
         with self._locked():

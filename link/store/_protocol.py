@@ -181,7 +181,11 @@ class LinkStore(StoreReader, Protocol):
         at: float,
         **stats: Unpack[RoundStats],
     ) -> None:
-        """Add or update a round; metrics are merged key by key, None keeps a value."""
+        """Add or update a round; metrics are merged key by key, None keeps a value.
+
+        The run's ``rounds_done`` becomes at least ``round``, in the same commit:
+        whatever a crash cuts short, it agrees with the rounds table.
+        """
 
     def upsert_node(
         self,

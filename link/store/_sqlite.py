@@ -280,6 +280,10 @@ class SqliteStore(_Reads):
                 "replies = excluded.replies, failures = excluded.failures",
                 row,
             )
+            tx.execute(  # in the same transaction: rounds_done agrees with the rounds table
+                "UPDATE runs SET rounds_done = max(rounds_done, ?) WHERE run_id = ?",
+                (round, run_id),
+            )
 
     def upsert_node(
         self,

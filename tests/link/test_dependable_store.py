@@ -20,7 +20,7 @@ import pytest
 
 from fedzero.core import FedzeroTimeoutError, Grid, ProtocolError
 from fedzero.core.cli import ControlClient
-from fedzero.link.store import FAULTS_ENV, SqliteReader, SqliteStore, StoreWriter
+from fedzero.link.store import FAULTS_ENV, InMemoryStore, SqliteReader, SqliteStore, StoreWriter
 from tests.apps.echo.echoapp import client as echo
 from tests.helpers import FAST, federation, model, train_all
 
@@ -170,3 +170,21 @@ def test_a_link_whose_store_cannot_write_is_degraded_refuses_new_runs_and_catche
             assert kinds[-1] == "run_ended"
         finally:
             reader.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_rounds_done_agrees_with_the_rounds_table_in_one_commit(tmp_path: Path, kind: str) -> None:
+    store = InMemoryStore() if kind == "memory" else SqliteStore(tmp_path / "link.db")
+    try:
+        store.create_run(1, {}, "app", 1.0)
+        store.upsert_round(1, 1, {}, 2.0, replies=2)
+        store.upsert_round(1, 3, {"loss": 0.5}, 3.0)  # a crash may cut the report short
+        row = store.get_run(1)
+        assert row is not None
+        assert row.rounds_done == 3 == max(r.round for r in store.list_rounds(1))
+        store.upsert_round(1, 2, {"loss": 0.7}, 4.0)  # a late report lowers nothing
+        row = store.get_run(1)
+        assert row is not None
+        assert row.rounds_done == 3
+    finally:
+        store.close()

@@ -551,7 +551,9 @@ class TestSqliteStore(StoreContract):
                 "finished",
                 "interrupted",
             ]
-            assert store.get_run(3) == RunRow(3, "interrupted", {"é": 3}, "app", 1.0, 9.0)
+            # rounds_done agrees with the rounds table (round 1 was upserted), after SIGKILL too
+            expected = RunRow(3, "interrupted", {"é": 3}, "app", 1.0, 9.0, rounds_done=1)
+            assert store.get_run(3) == expected
             assert [e.data["i"] for e in store.events(limit=1000)] == list(range(500))
             assert store.list_rounds(2)[0].metrics == {"loss": 0.5}
         finally:
