@@ -9,6 +9,7 @@ records the history. ``start`` is the entry point a ServerApp calls.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -279,9 +280,12 @@ def _average_metrics(replies: list[Message], weight_key: str) -> MetricRecord:
     pairs = []
     for reply in replies:
         merged = {k: v for rec in reply.content.metric_records.values() for k, v in rec.items()}
-        weight = merged.get(weight_key, 1) if weight_key else 1
-        if isinstance(weight, int | float) and weight > 0:
+        weight = merged.get(weight_key) if weight_key else 1
+        if isinstance(weight, int | float) and math.isfinite(weight) and weight > 0:
             pairs.append((merged, float(weight)))
+        else:  # never counted as 1: a reply without a usable weight is left out
+            node = reply.metadata.src_node_id
+            log.warning("evaluate_metrics_unweighted", node_id=node, weight_key=weight_key)
     try:
         return MetricRecord(weighted_metrics_mean(pairs)) if pairs else MetricRecord()
     except (TypeError, ValueError) as exc:

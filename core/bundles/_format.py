@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .._errors import FedzeroError
+from .._errors import DeserializationError, FedzeroError
+from ..wire import check_scalar_values
 
 MANIFEST_NAME = "fedzero-manifest.json"
 """Name of the manifest, the archive's first entry and a file of an extracted tree."""
@@ -158,6 +159,10 @@ def _parse_manifest(raw: bytes) -> dict[str, Any]:
         )
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BundleError(f"manifest: not canonical JSON ({exc})") from None
+    try:  # "\ud800" is plain ASCII in the manifest, and a lone surrogate once parsed
+        check_scalar_values(value, "manifest")
+    except DeserializationError as exc:
+        raise BundleError(str(exc)) from None
     _check_schema(value)
     try:
         canonical = canonical_json(value)

@@ -16,7 +16,14 @@ from ._codec import (
     frames_nbytes,
     metadata_json,
 )
-from ._json import dumps_strict, finite_json, from_json_float, loads_strict, to_json_float
+from ._json import (
+    check_scalar_values,
+    dumps_strict,
+    finite_json,
+    from_json_float,
+    loads_strict,
+    to_json_float,
+)
 from ._limits import DecodeLimits
 from ._protocol import (
     ENDPOINT_KINDS,
@@ -38,6 +45,7 @@ __all__ = [
     "Buffer",
     "DecodeLimits",
     "as_memoryview",
+    "check_scalar_values",
     "control",
     "decode",
     "decode_content",

@@ -620,3 +620,12 @@ def test_random_trees_build_deterministically_and_round_trip(tree: dict[str, byt
         for rel, data in tree.items():
             assert (path / rel).read_bytes() == data
         assert cache.verify(first.hash)
+
+
+def test_a_manifest_string_with_a_lone_surrogate_is_refused() -> None:
+    """``\\ud800`` is plain ASCII in the canonical manifest, a lone surrogate once parsed."""
+    files = {"evil/server.py": b"app = 1\n"}
+    raw = canonical_json(_manifest(files, name="x")).replace(b'"name":"x"', b'"name":"\\ud800"')
+    data = _archive(files, raw)
+    with pytest.raises(BundleError, match="lone surrogate"):
+        open_bundle(data, expected_hash=_hash_of(data))
