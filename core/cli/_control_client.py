@@ -27,7 +27,7 @@ from typing import Any
 
 import zmq
 
-from .. import ConfigurationError, CurveKeys, FedzeroTimeoutError, ProtocolError
+from .. import ConfigurationError, CurveKeys, ErrorCode, FedzeroTimeoutError, ProtocolError
 from ..runtime import DEFAULT_CONTROL_ADDRESS, apply_client_curve, zmq_errors
 from ..wire import control, parse_envelope
 
@@ -127,6 +127,7 @@ class ControlClient:
         Raises:
             FedzeroTimeoutError: no answer in time (is the link running?).
             ProtocolError: the link refused the request.
+            ConfigurationError: the address is not a control endpoint.
         """
         self._sock.send_multipart([*control(kind, **fields), *extra_frames], copy=False)
         return self.receive(self.timeout)
@@ -136,6 +137,12 @@ class ControlClient:
         if not self._sock.poll(None if timeout is None else int(timeout * 1000)):
             raise FedzeroTimeoutError(f"no answer from the link at {self.address} in {timeout}s")
         kind, header, _ = parse_envelope(self._sock.recv_multipart())
+        if kind == "refused" and header.get("code") == ErrorCode.UNSUPPORTED:
+            # Only an endpoint that takes no control requests at all answers so:
+            # the address is the link's fleet (or app) endpoint, not its control one.
+            raise ConfigurationError(
+                f"{self.address} is not the link's control endpoint: {header['reason']}"
+            )
         if kind == "refused":
             raise ProtocolError(header["reason"])
         return kind, header

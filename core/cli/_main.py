@@ -70,7 +70,8 @@ def _client(link: str | None, federation: str | None) -> ControlClient:
 
 def _fail(exc: Exception) -> NoReturn:
     typer.echo(f"fedzero: {exc}", err=True)
-    raise typer.Exit(1) from None
+    # A wrong address is the user's to fix (exit 2); anything else failed on the way (1).
+    raise typer.Exit(2 if isinstance(exc, ConfigurationError) else 1) from None
 
 
 @app.command("run")

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from fedzero.link import Link
+from tests.helpers import link_config
+
 FEDZERO = [sys.executable, "-m", "fedzero.core.cli"]
 
 
@@ -34,3 +37,21 @@ def test_a_control_address_without_a_usable_scheme_is_one_line_and_exit_2(
         assert says in done.stderr
         assert "Traceback" not in done.stdout + done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_fleet_address_given_to_the_control_command_is_one_line_and_exit_2() -> None:
+    link = Link(link_config()).start()
+    try:
+        done = subprocess.run(
+            [*FEDZERO, "ls", "--link", link.fleet_endpoint],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        link.stop()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "is not the link's control endpoint" in done.stderr
+    assert "fleet endpoint" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
