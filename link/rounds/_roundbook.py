@@ -193,6 +193,7 @@ class RoundBook:
                 round_secs=secs,
                 replies=rnd.folded,
                 failures=failures,
+                nodes=sorted({*rnd.node_metrics, *rnd.failures} - {0}),
             )
         log.info("round_aggregated", run_id=rnd.run_id, **summary, secs=round(secs, 4))
 

@@ -30,6 +30,7 @@ from ._protocol import (
     dumps,
     loads_object,
     merge_round,
+    merged_nodes,
     node_row_from,
     run_row_from,
 )
@@ -113,6 +114,9 @@ class InMemoryStore:
             self._rounds[(run_id, round)] = row
             run = self._runs[run_id]  # rounds_done agrees with the rounds table
             run["rounds_done"] = max(run["rounds_done"], round)
+            nodes = merged_nodes(run["nodes"], stats)
+            if nodes is not None:
+                run["nodes"] = nodes
 
     def list_rounds(self, run_id: int) -> list[RoundRow]:
         with self._locked():

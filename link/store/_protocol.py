@@ -130,6 +130,8 @@ class RoundStats(TypedDict, total=False):
     round_secs: float | None
     replies: int | None
     failures: int | None
+    nodes: list[int] | None
+    """Nodes that took part: added to the run's ``nodes`` in the same commit."""
 
 
 # ------------------------------------------------------------------ protocol
@@ -293,6 +295,14 @@ def merge_round(old: Mapping[str, Any] | None, metrics: str, stats: RoundStats) 
         value = stats.get(name)
         out[name] = value if value is not None else (old[name] if old else default)
     return out
+
+
+def merged_nodes(stored: str, stats: RoundStats) -> str | None:
+    """The run's ``nodes`` column with the round's nodes added (None: nothing to add)."""
+    extra = stats.get("nodes")
+    if not extra:
+        return None
+    return dumps(sorted({*json.loads(stored), *(int(n) for n in extra)}), "nodes")
 
 
 def check_status(status: object) -> str:

@@ -40,6 +40,7 @@ from ._protocol import (
     dumps,
     loads_object,
     merge_round,
+    merged_nodes,
     node_row_from,
     run_row_from,
 )
@@ -284,6 +285,10 @@ class SqliteStore(_Reads):
                 "UPDATE runs SET rounds_done = max(rounds_done, ?) WHERE run_id = ?",
                 (round, run_id),
             )
+            stored = tx.execute("SELECT nodes FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            nodes = merged_nodes(stored[0], stats)
+            if nodes is not None:
+                tx.execute("UPDATE runs SET nodes = ? WHERE run_id = ?", (nodes, run_id))
 
     def upsert_node(
         self,

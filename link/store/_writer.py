@@ -161,6 +161,8 @@ class StoreWriter:
     ) -> None:
         """Queue :meth:`LinkStore.upsert_round`."""
         values = dict(metrics)
+        if stats.get("nodes") is not None:
+            stats["nodes"] = list(stats["nodes"] or ())
         self._submit("upsert_round", lambda s: s.upsert_round(run_id, round, values, at, **stats))
 
     def upsert_node(

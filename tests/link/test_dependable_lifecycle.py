@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from fedzero.core import ProtocolError
+from fedzero.core import Grid, ProtocolError
 from fedzero.core.bundles import MANIFEST_NAME, Bundle, build_bundle
 from fedzero.core.cli import ControlClient
 from fedzero.link.exec import MAX_LINE
 from fedzero.link.store import SqliteReader
 from tests.apps.echo.echoapp import client as echo
-from tests.helpers import ECHO_APP, FAST, federation, processes, socket_dir
+from tests.helpers import ECHO_APP, FAST, federation, model, processes, socket_dir
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -143,3 +143,35 @@ def test_serverapp_output_without_a_newline_becomes_bounded_log_lines(tmp_path: 
     assert "".join(lines).count("x") >= 300_000
     assert max(len(line) for line in lines) <= MAX_LINE
     assert len(lines) >= 300_000 // MAX_LINE
+
+
+def test_after_sigkill_the_run_row_agrees_with_its_rounds() -> None:
+    with socket_dir() as tmp, processes() as procs:
+        link = procs.link(tmp)
+        for i in range(2):
+            procs.node(tmp, f"node{i}", f"examples={i + 1}")
+        with Grid(f"ipc://{tmp}/app", connect_timeout=30 * _SLACK) as grid:
+            nodes = grid.get_node_ids(min_nodes=2, timeout=30 * _SLACK)
+            for server_round in ("1", "2"):
+                content = model()
+                msgs = [
+                    grid.create_message(content, "train", n, group_id=server_round) for n in nodes
+                ]
+                result = grid.send_and_receive(msgs, aggregate={"method": "fedavg"})
+                assert result.replies == 2
+            with ControlClient(f"ipc://{tmp}/control", timeout=30 * _SLACK) as client:
+                client.request("sync")  # every write of the two rounds is committed
+            link.send_signal(signal.SIGKILL)
+            assert link.wait(30 * _SLACK) == -signal.SIGKILL
+            run_id = grid.run_id
+        reader = SqliteReader(tmp / "state" / "link.db")
+        try:
+            run = reader.get_run(run_id)
+            rounds = reader.list_rounds(run_id)
+            assert run is not None
+            assert [r.round for r in rounds] == [1, 2]
+            assert run.rounds_done == 2
+            assert sorted(run.nodes) == sorted(nodes)
+            assert [r.replies for r in rounds] == [2, 2]
+        finally:
+            reader.close()

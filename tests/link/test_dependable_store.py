@@ -173,15 +173,18 @@ def test_a_link_whose_store_cannot_write_is_degraded_refuses_new_runs_and_catche
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_rounds_done_agrees_with_the_rounds_table_in_one_commit(tmp_path: Path, kind: str) -> None:
+def test_rounds_done_and_nodes_agree_with_the_rounds_table_in_one_commit(
+    tmp_path: Path, kind: str
+) -> None:
     store = InMemoryStore() if kind == "memory" else SqliteStore(tmp_path / "link.db")
     try:
         store.create_run(1, {}, "app", 1.0)
-        store.upsert_round(1, 1, {}, 2.0, replies=2)
-        store.upsert_round(1, 3, {"loss": 0.5}, 3.0)  # a crash may cut the report short
+        store.upsert_round(1, 1, {}, 2.0, replies=2, nodes=[7, 5])
+        store.upsert_round(1, 3, {"loss": 0.5}, 3.0, nodes=[9, 5])  # a crash may follow
         row = store.get_run(1)
         assert row is not None
         assert row.rounds_done == 3 == max(r.round for r in store.list_rounds(1))
+        assert row.nodes == [5, 7, 9]  # every node of a recorded round, in the same commit
         store.upsert_round(1, 2, {"loss": 0.7}, 4.0)  # a late report lowers nothing
         row = store.get_run(1)
         assert row is not None
