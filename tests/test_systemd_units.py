@@ -15,7 +15,7 @@ from fedzero.core.runtime import load_config
 from fedzero.link import LinkConfig
 from fedzero.node import NodeConfig
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(120)  # a safety net, not a pace: starved machines are slow
 
 UNITS = Path(__file__).parent.parent / "examples" / "systemd"
 Unit = dict[str, list[tuple[str, str]]]

@@ -35,7 +35,7 @@ from fedzero.core.bundles import (
     open_bundle,
 )
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(120)  # a safety net, not a pace: starved machines are slow
 
 PYPROJECT = """\
 [project]

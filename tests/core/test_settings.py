@@ -19,7 +19,7 @@ from fedzero.core.runtime import (
     render_config,
 )
 
-pytestmark = pytest.mark.timeout(5)
+pytestmark = pytest.mark.timeout(120)  # a safety net, not a pace: starved machines are slow
 
 FILE_HEADER = "[demo]\n"
 
