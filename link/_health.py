@@ -95,7 +95,7 @@ def watch(report: HealthReport, notifier: Notifier, told: str) -> str:
         notifier.watchdog()
     summary = report.summary()
     if summary != told:
-        notifier.status(summary if report.healthy else f"unhealthy: {summary}")
+        notifier.status(summary if report.status == "ok" else f"{report.status}: {summary}")
         event = {"ok": "link_healthy", "degraded": "link_degraded"}.get(report.status)
         (log.info if report.status == "ok" else log.error)(
             event or "link_unhealthy", reasons=[*report.unhealthy, *report.degraded]
