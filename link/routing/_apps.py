@@ -95,7 +95,7 @@ class AppSide:
         elif kind == "push":
             self._on_push(rid, run, header, views)
         elif kind == "app_bye":
-            self._runs.end(run, RunStatus.FINISHED)
+            self._runs.said_bye(run)
 
     def answer_node_waiters(self, now: float) -> None:
         """Answer ``get_nodes`` calls that have enough nodes, or whose time is up."""

@@ -55,13 +55,22 @@ class RunLifecycle:
         store = self._core.store
         run.exec_done = True
         run.ended_seq = store.submitted  # its last log lines are queued before this
-        if run.status == RunStatus.RUNNING:
+        if run.status == RunStatus.RUNNING:  # (else stopped or interrupted: that stands)
             status = RunStatus.FINISHED if code == 0 else RunStatus.FAILED
             self.end(run, status, error, traceback_text)
-        elif code != 0 and run.status == RunStatus.FINISHED:  # it said bye, then failed
-            run.status, run.error = RunStatus.FAILED, error
-            failed = str(RunStatus.FAILED)
-            store.end_run(run_id, failed, time.time(), error=error, traceback=traceback_text)
+
+    def said_bye(self, run: Run) -> None:
+        """A run's ServerApp said ``app_bye``.
+
+        An in-process ServerApp's run ends ``finished`` now. For a process the exec
+        service started, its exit decides (:meth:`on_exited`: a non-zero exit after
+        ``app_bye`` is a failure), so the terminal status is recorded once; until
+        then the connection owns nothing.
+        """
+        if run.exec_done:
+            self.end(run, RunStatus.FINISHED)
+        elif run.app_routing_id is not None:
+            self._core.run_by_app.pop(run.app_routing_id, None)
 
     def end(self, run: Run, status: RunStatus, error: str = "", traceback_text: str = "") -> None:
         """End ``run`` with ``status``: drop its work, tell its nodes, record it."""
