@@ -99,6 +99,16 @@ class Run:
     app_gone_since: float = 0.0
     """Since when its ServerApp's connection is gone (monotonic; 0: it is there)."""
 
+    def counters(self) -> dict[str, int]:
+        """Its traffic counters, as fields of its row in the store."""
+        return {
+            "messages_sent": self.messages_sent,
+            "replies": self.replies,
+            "failures": self.failures,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+        }
+
 
 @dataclasses.dataclass(slots=True)
 class Pending:

@@ -46,6 +46,7 @@ class RoundBook:
         pending: the router's table of messages awaiting replies.
         release: release a reply's upload credit (and grant waiting uploads).
         to_app: send frames to a ServerApp; False if it is gone.
+        counters: a run's traffic counters (run fields), recorded with each of its rounds.
         checkpoint_dir: where round checkpoints go (None: nowhere).
         retention: checkpoints kept per run (0: all).
     """
@@ -59,6 +60,7 @@ class RoundBook:
         pending: PendingTable,
         release: Callable[[str], None],
         to_app: Callable[[bytes, list[Any]], bool],
+        counters: Callable[[int], dict[str, int]],
         checkpoint_dir: Path | None,
         retention: int,
     ) -> None:
@@ -69,6 +71,7 @@ class RoundBook:
         self._pending = pending
         self._release = release
         self._to_app = to_app
+        self._counters = counters
         self._checkpoint_dir = checkpoint_dir
         self._retention = retention
 
@@ -194,6 +197,7 @@ class RoundBook:
                 replies=rnd.folded,
                 failures=failures,
                 nodes=sorted({*rnd.node_metrics, *rnd.failures} - {0}),
+                counters=self._counters(rnd.run_id),
             )
         log.info("round_aggregated", run_id=rnd.run_id, **summary, secs=round(secs, 4))
 

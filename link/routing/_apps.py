@@ -150,9 +150,9 @@ class AppSide:
             core.refuse(core.app, run.app_routing_id or b"", ErrorCode.MALFORMED, str(exc))
             return
         at, server_round = time.time(), header["round"]
-        core.store.upsert_round(run.run_id, server_round, metrics, at)
+        # rounds_done and the run's counters in the round's commit (they agree after a crash)
+        core.store.upsert_round(run.run_id, server_round, metrics, at, counters=run.counters())
         run.rounds_done = max(run.rounds_done, server_round)
-        core.store.update_run(run.run_id, rounds_done=run.rounds_done)
         data = {"round": server_round, "metrics": finite_json(metrics)}
         core.store.add_event("round_reported", at, run_id=run.run_id, data=data)
         log.info("round_reported", run_id=run.run_id, round=server_round, metrics=metrics)

@@ -69,9 +69,15 @@ class RoutingCore:
             pending=self.pending,
             release=self.release,
             to_app=self.to_app,
+            counters=self._counters,
             checkpoint_dir=checkpoints,
             retention=config.checkpoint_retention,
         )
+
+    def _counters(self, run_id: int) -> dict[str, int]:
+        """The traffic counters of ``run_id`` (none if it is gone)."""
+        run = self.runs.get(run_id)
+        return {} if run is None else run.counters()
 
     # --------------------------------------------------------------- sending
 

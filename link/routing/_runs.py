@@ -106,15 +106,7 @@ class RunLifecycle:
                 self._record_counters(run)
 
     def _record_counters(self, run: Run) -> None:
-        self._core.store.update_run(
-            run.run_id,
-            messages_sent=run.messages_sent,
-            replies=run.replies,
-            failures=run.failures,
-            bytes_in=run.bytes_in,
-            bytes_out=run.bytes_out,
-            nodes=sorted(run.nodes),
-        )
+        self._core.store.update_run(run.run_id, **run.counters(), nodes=sorted(run.nodes))
 
     def _record_end(self, run: Run, ended_at: float, traceback_text: str) -> None:
         store, status = self._core.store, str(run.status)

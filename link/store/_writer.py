@@ -157,13 +157,26 @@ class StoreWriter:
         round: int,
         metrics: Mapping[str, Any],
         at: float,
+        *,
+        counters: Mapping[str, Any] | None = None,
         **stats: Unpack[RoundStats],
     ) -> None:
-        """Queue :meth:`LinkStore.upsert_round`."""
-        values = dict(metrics)
+        """Queue :meth:`LinkStore.upsert_round`.
+
+        With ``counters`` (run fields such as ``replies``), the run's row gets them in
+        the same commit as the round and its ``rounds_done``.
+        """
+        values, fields = dict(metrics), dict(counters or {})
+        check_run_fields(fields)
         if stats.get("nodes") is not None:
             stats["nodes"] = list(stats["nodes"] or ())
-        self._submit("upsert_round", lambda s: s.upsert_round(run_id, round, values, at, **stats))
+
+        def write(store: LinkStore) -> None:
+            store.upsert_round(run_id, round, values, at, **stats)
+            if fields:
+                store.update_run(run_id, **fields)
+
+        self._submit("upsert_round", write)
 
     def upsert_node(
         self,

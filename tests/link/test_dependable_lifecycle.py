@@ -173,5 +173,9 @@ def test_after_sigkill_the_run_row_agrees_with_its_rounds() -> None:
             assert run.rounds_done == 2
             assert sorted(run.nodes) == sorted(nodes)
             assert [r.replies for r in rounds] == [2, 2]
+            # the counters are in each round's commit, not only in the periodic flush
+            assert (run.messages_sent, run.replies) == (4, sum(r.replies for r in rounds))
+            assert run.bytes_out > 0
+            assert run.bytes_in > 0
         finally:
             reader.close()
