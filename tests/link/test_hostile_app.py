@@ -9,8 +9,6 @@ node connected with it.
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +19,10 @@ from fedzero.core import ConfigurationError, CurveKeys, ErrorCode, Grid, generat
 from fedzero.core.runtime import apply_client_curve
 from fedzero.core.wire import control
 from fedzero.link import Link
-from tests.helpers import FAST, link_config
+from tests.helpers import FAST, link_config, wait_until
 from tests.link.test_hostile_fleet import WAIT, peer, recv_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _eventually(check: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(FAST["heartbeat_interval"] / 4)  # polling a condition, not synchronising
-    return check()
 
 
 def test_a_foreign_app_can_neither_attach_nor_end_a_run(zmq_context: zmq.Context[Any]) -> None:
@@ -69,7 +58,7 @@ def test_a_run_whose_server_app_vanished_fails(zmq_context: zmq.Context[Any]) ->
         def failed() -> bool:
             return any(r.run_id == run_id and str(r.status) == "failed" for r in link.runs())
 
-        assert _eventually(failed)
+        assert wait_until(failed, WAIT, every=FAST["heartbeat_interval"] / 4)
         (run,) = link.runs()
         assert "vanished" in run.error
     finally:
