@@ -247,12 +247,33 @@ class RoundBook:
 def _update_of(
     reply: Message, spec: AggregateSpec
 ) -> tuple[dict[str, Any], float, dict[str, Any]] | str:
-    """The (arrays, weight, metrics) a reply contributes, or why it cannot."""
-    metrics = {k: v for rec in reply.content.metric_records.values() for k, v in rec.items()}
+    """The (arrays, weight, metrics) a reply contributes, or why it cannot.
+
+    The router already refused replies without a usable weight; a missing weight
+    is still never taken as 1 here.
+    """
+    metrics = _node_metrics(reply)
     record = reply.content.get(spec.arrays_key)
     if not isinstance(record, ArrayRecord):
         return f"the reply has no ArrayRecord {spec.arrays_key!r}"
-    weight = metrics.get(spec.weight_key, 1) if spec.weight_key else 1
-    if isinstance(weight, list) or not weight > 0:
+    if not spec.weight_key:
+        return dict(record), 1.0, metrics
+    weight = metrics.get(spec.weight_key)
+    if weight is None or isinstance(weight, list) or not weight > 0:
         return f"metric {spec.weight_key!r} must be a positive number, got {weight!r:.30}"
     return dict(record), float(weight), metrics
+
+
+def _node_metrics(reply: Message) -> dict[str, Any]:
+    """A reply's metrics by name.
+
+    A name held by several records is kept once per record, as ``<record>/<name>``,
+    so no record's value silently wins.
+    """
+    records = reply.content.metric_records
+    held = Counter(name for rec in records.values() for name in rec)
+    return {
+        name if held[name] == 1 else f"{key}/{name}": value
+        for key, rec in records.items()
+        for name, value in rec.items()
+    }

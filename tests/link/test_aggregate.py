@@ -52,7 +52,10 @@ def train(msg: Message, context: Context) -> Message:
     elif mode == "fail":
         raise RuntimeError("training diverged")
     metrics = MetricRecord({"num-examples": int(cfg["examples"]), "loss": float(cfg["seed"])})
-    return msg.create_reply(RecordDict({"arrays": ArrayRecord(arrays), "metrics": metrics}))
+    content = RecordDict({"arrays": ArrayRecord(arrays), "metrics": metrics})
+    if mode == "eval-too":  # a second record with a name of the first
+        content["eval"] = MetricRecord({"loss": 10.0 * float(cfg["seed"]), "acc": 0.5})
+    return msg.create_reply(content)
 
 
 def _model() -> RecordDict:
@@ -211,3 +214,20 @@ def test_clip_norm_bounds_each_update() -> None:
             clipped.append({k: g[k] + d * min(1.0, 1.0 / norm) for k, d in delta.items()})
         expected = sum(w * c["w"] for w, c in zip(weights / weights.sum(), clipped, strict=True))
         np.testing.assert_allclose(result.arrays["w"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_per_node_metrics_keep_a_name_of_several_records_once_per_record() -> None:
+    configs = _configs(2, n0={"mode": "eval-too"}, n1={"mode": "eval-too"})
+    with federation(app, configs) as (link, _), Grid(link.app_endpoint) as grid:
+        nodes = grid.get_node_ids(min_nodes=2)
+        content = _model()
+        msgs = [grid.create_message(content, "train", n) for n in nodes]
+        result = grid.send_and_receive(msgs, aggregate={"method": "fedavg"})
+    assert result.replies == 2
+    assert sorted(result.node_metrics) == sorted(nodes)
+    for metrics in result.node_metrics.values():  # no record's "loss" won
+        seed = metrics["num-examples"] / 10  # (_configs: examples = 10 * seed)
+        assert metrics["metrics/loss"] == seed
+        assert metrics["eval/loss"] == 10 * seed
+        assert "loss" not in metrics
+        assert metrics["acc"] == 0.5
