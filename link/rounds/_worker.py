@@ -16,17 +16,21 @@ path.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
 from ..store import injected_faults
 
 log = structlog.get_logger(__name__)
+
+_HOLD_SECS: Final = 60.0  # the longest a test fault holds checkpoint writes
 
 Job = tuple[Any, ...]
 
@@ -49,7 +53,9 @@ class FoldWorker:
         self.done: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._notify = notify
         self._warm = warm
-        self._faults = set(injected_faults())  # tests only (see fedzero.link.store)
+        faults = injected_faults()  # tests only (see fedzero.link.store)
+        self._faults = set(faults)
+        self._hold = faults.get("checkpoint_hold_while", "")
         self._warming = warm
         self.error = ""
         """Why the thread died ("" while it lives or after a clean close)."""
@@ -111,6 +117,8 @@ class FoldWorker:
             for outcome in outcomes:
                 self.done.put(outcome)
             self._notify()
+            if saves and self._hold:
+                _hold_while(self._hold)
             _save_checkpoints(save, saves, outcomes)
 
     def _fault(self, batch: list[Job], name: str) -> None:
@@ -147,6 +155,13 @@ def _failed(states: dict[str, Any], batch: list[Job], exc: Exception) -> list[Jo
     # each fold is released by the IO thread (its credit, its bookkeeping)
     outcomes += [("folded", j[1], j[2], j[3], cause) for j in batch if j[0] == "fold"]
     return outcomes
+
+
+def _hold_while(path: str) -> None:
+    """Test fault: wait while ``path`` exists (at most a minute) before writing checkpoints."""
+    deadline = time.monotonic() + _HOLD_SECS
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _save_checkpoints(

@@ -5,6 +5,8 @@
 - ``fold_raise_once``: the fold worker's batch that finishes the first round raises
   (that round fails with ``AGGREGATION_FAILED``; the next one aggregates);
 - ``fold_die``: the fold worker's thread dies there (the link turns unhealthy);
+- ``checkpoint_hold_while:<path>``: the fold worker writes no checkpoint while
+  ``<path>`` exists (at most a minute), as on a slow disk; results still go out;
 - ``store_fail_while:<path>``: every store commit fails while ``<path>`` exists
   (as on a full disk); deleting the file lets the writer catch up.
 
