@@ -70,4 +70,9 @@ def test_link_node_bench_surfaces_are_pinned() -> None:
 
     assert set(fedzero.link.__all__) == {"Link", "LinkConfig"}
     assert set(fedzero.node.__all__) == {"NodeAgent", "NodeConfig", "handle_message"}
-    assert set(fedzero.bench.__all__) == {"BenchError", "aggregate_command", "main", "run_aggregate_bench"}
+    assert set(fedzero.bench.__all__) == {
+        "BenchError",
+        "aggregate_command",
+        "main",
+        "run_aggregate_bench",
+    }
