@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from fedzero.core import FedzeroTimeoutError, Grid, ProtocolError
 from fedzero.core.cli import ControlClient
 from fedzero.link.store import FAULTS_ENV, InMemoryStore, SqliteReader, SqliteStore, StoreWriter
 from tests.apps.echo.echoapp import client as echo
-from tests.helpers import FAST, federation, model, train_all
+from tests.helpers import FAST, federation, model, train_all, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,11 +32,8 @@ def _budget() -> float:
 
 
 def _wait(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + _budget()
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {_budget()} s: {what}")
-        time.sleep(0.02)  # polling a condition, not synchronising on time
+    if not wait_until(predicate, _budget(), every=0.02):
+        pytest.fail(f"not within {_budget()} s: {what}")
 
 
 def _get(url: str) -> tuple[int, Any]:

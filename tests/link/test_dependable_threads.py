@@ -34,7 +34,7 @@ from fedzero.core.runtime import Notifier
 from fedzero.link import Link
 from fedzero.link.store import FAULTS_ENV
 from fedzero.node import NodeAgent
-from tests.helpers import FAST, federation, link_config
+from tests.helpers import FAST, federation, link_config, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -65,11 +65,8 @@ def _budget() -> float:
 
 
 def _wait(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + _budget()
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {_budget()} s: {what}")
-        time.sleep(0.02)  # polling a condition, not synchronising on time
+    if not wait_until(predicate, _budget(), every=0.02):
+        pytest.fail(f"not within {_budget()} s: {what}")
 
 
 def _get(url: str) -> tuple[int, bytes]:
