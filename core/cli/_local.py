@@ -12,6 +12,7 @@ PID; Ctrl-C stops everything within two seconds.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import select
 import signal
@@ -35,6 +36,7 @@ from ._local_display import Display, progress_bar
 
 _STOP_GRACE = 1.5
 """Seconds the link and nodes get to drain after SIGTERM before SIGKILL."""
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 _SAY_AFTER = 1.0
 """Seconds of waiting after which ``fedzero local`` says what it is waiting for."""
 
@@ -59,6 +61,7 @@ class _Federation:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **env},
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def check_alive(self) -> None:
@@ -107,6 +110,13 @@ class _Federation:
                 self.console.print(escape("\n".join(lines)))
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when this command dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _notify_fields(datagram: bytes) -> dict[str, str]:
     fields = {}
     for line in datagram.decode("utf-8", "replace").splitlines():
@@ -138,9 +148,9 @@ def _federation(console: Console) -> Iterator[_Federation]:
         except KeyboardInterrupt:
             nodes = len(fed.procs) - 1
             console.print(f"[yellow]interrupted[/]: stopping the link and {nodes} nodes")
-            fed.stop(_STOP_GRACE)
             raise
-        fed.stop(_STOP_GRACE)
+        finally:  # whatever ends this command, nothing it started outlives it
+            fed.stop(_STOP_GRACE)
 
 
 def run_local(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fedzero.core.cli import create_app
+from tests.helpers import wait_until
 
 LOCAL = [sys.executable, "-m", "fedzero.core.cli", "local"]
 
@@ -105,3 +106,26 @@ def test_ctrl_c_ends_the_link_and_every_node_within_two_seconds(tmp_path: Path) 
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_the_link_and_nodes_die_with_fedzero_local_even_when_it_is_killed(
+    tmp_path: Path,
+) -> None:
+    app_dir = _app(tmp_path)
+    proc = subprocess.Popen(
+        [*LOCAL, str(app_dir), "--nodes", "2", "--run-config", "num-rounds=100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait for the run to be under way
+        if line.startswith("round"):
+            break
+    children = _children(proc.pid)
+    assert len(children) == 3
+    proc.kill()  # no chance to clean up: the children must go by themselves
+    proc.wait()
+    proc.stdout.close()
+    assert wait_until(lambda: not [pid for pid in children if _alive(pid)], timeout=60)
