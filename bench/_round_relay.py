@@ -20,6 +20,8 @@ one small header, frames sent without copying.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -130,6 +132,8 @@ def _hub(app_addr: str, fleet_addr: str, nodes: int, aggregate: bool) -> None:
 
 
 def _node(fleet_addr: str, isolation: str, root: str, name: str) -> None:
+    # Stopped by PID with SIGTERM: leave through ``finally``, which stops the worker.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -162,11 +166,16 @@ def _node(fleet_addr: str, isolation: str, root: str, name: str) -> None:
 
 
 def _worker(root: str, name: str) -> None:
+    parent = os.getppid()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sock = ctx.socket(zmq.PAIR)
     sock.connect(f"ipc://{root}/{name}-worker")
     sock.send(_HELLO)
     while True:
+        if not sock.poll(1000):
+            if os.getppid() != parent:  # the node is gone (stopped by PID): so is its worker
+                break
+            continue
         kind, payload = sock.recv_multipart(copy=False)
         if kind.bytes == _STOP:
             break
