@@ -10,6 +10,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,3 +159,22 @@ def wait_until(condition: Callable[[], bool], timeout: float, every: float = 0.0
             return False
         pause.wait(min(every, left))
     return True
+
+
+BUDGET = 30 * float(FAST["heartbeat_timeout"])
+"""Seconds any one event may take on a starved machine (from the FAST liveness settings)."""
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = BUDGET) -> None:
+    """Fail the test unless ``condition`` holds within ``timeout`` (see :func:`wait_until`)."""
+    if not wait_until(condition, timeout, every=0.02):
+        raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def http_get(url: str, timeout: float = BUDGET) -> tuple[int, bytes]:
+    """GET ``url`` on loopback; return the status and the body, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - loopback
+            return int(answer.status), bytes(answer.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), bytes(exc.read())

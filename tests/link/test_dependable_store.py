@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +18,14 @@ from fedzero.core import FedzeroTimeoutError, Grid, ProtocolError
 from fedzero.core.cli import ControlClient
 from fedzero.link.store import FAULTS_ENV, InMemoryStore, SqliteReader, SqliteStore, StoreWriter
 from tests.apps.echo.echoapp import client as echo
-from tests.helpers import FAST, federation, model, train_all, wait_until
+from tests.helpers import BUDGET, federation, http_get, model, train_all, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def _budget() -> float:
-    """Seconds any event here may take on a starved machine (liveness-based)."""
-    return 30 * float(FAST["heartbeat_timeout"])
-
-
-def _wait(predicate: Callable[[], bool], what: str) -> None:
-    if not wait_until(predicate, _budget(), every=0.02):
-        pytest.fail(f"not within {_budget()} s: {what}")
-
-
 def _get(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=_budget()) as answer:  # noqa: S310 - loopback
-            return int(answer.status), json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), json.loads(exc.read())
+    status, body = http_get(url)
+    return status, json.loads(body)
 
 
 @pytest.fixture
@@ -59,12 +43,12 @@ def test_a_failed_commit_is_retried_until_it_succeeds(tmp_path: Path, full_disk:
     try:
         writer.create_run(1, {"lr": 0.1}, "app", 1.0)
         writer.add_event("log", 2.0, run_id=1, data={"line": "kept"})
-        _wait(lambda: bool(writer.degraded), "the writer reports the failing commits")
+        wait_for(lambda: bool(writer.degraded), "the writer reports the failing commits")
         assert "injected test fault" in writer.degraded
         assert writer.pending == 2  # queued, not dropped
         assert reader.get_run(1) is None
         full_disk.unlink()
-        writer.flush(_budget())
+        writer.flush(BUDGET)
         assert writer.degraded == ""
         assert writer.failed == 0
         row = reader.get_run(1)
@@ -85,7 +69,7 @@ def test_a_full_queue_makes_writers_wait_instead_of_growing(
         writer.create_run(1, {}, "app", 1.0)
         for i in range(2):
             writer.add_event("log", 2.0, run_id=1, data={"i": i})
-        _wait(lambda: bool(writer.degraded), "the writer reports the failing commits")
+        wait_for(lambda: bool(writer.degraded), "the writer reports the failing commits")
         queued = threading.Event()
 
         def one_more() -> None:
@@ -94,12 +78,12 @@ def test_a_full_queue_makes_writers_wait_instead_of_growing(
 
         thread = threading.Thread(target=one_more)
         thread.start()
-        _wait(lambda: writer.pending == 3, "three writes pending")
+        wait_for(lambda: writer.pending == 3, "three writes pending")
         assert not queued.is_set()  # back-pressure: it waits for room
         full_disk.unlink()
-        assert queued.wait(_budget())
-        thread.join(_budget())
-        writer.flush(_budget())
+        assert queued.wait(BUDGET)
+        thread.join(BUDGET)
+        writer.flush(BUDGET)
         assert writer.pending == 0
         assert writer.failed == 0
     finally:
@@ -107,7 +91,7 @@ def test_a_full_queue_makes_writers_wait_instead_of_growing(
 
 
 def _submit_refused(endpoint: str) -> str:
-    with ControlClient(endpoint, timeout=_budget()) as client:
+    with ControlClient(endpoint, timeout=BUDGET) as client:
         app = {"name": "echo", "hash": "0" * 64}
         with pytest.raises(ProtocolError) as refused:
             client.request("submit_run", b"not a bundle", app=app, run_config={})
@@ -125,25 +109,25 @@ def test_a_link_whose_store_cannot_write_is_degraded_refuses_new_runs_and_catche
             nodes = grid.get_node_ids(min_nodes=2)
             assert all(r.has_content() for r in train_all(grid, nodes, model()))
             grid.report(1, {"accuracy": 0.5})
-            link.sync(_budget())
+            link.sync(BUDGET)
             full_disk.touch()  # the disk fills up mid-run
             assert all(r.has_content() for r in train_all(grid, nodes, model()))
             grid.report(2, {"accuracy": 0.75})  # the run goes on
-            _wait(lambda: bool(link.health().degraded), "the link reports itself degraded")
+            wait_for(lambda: bool(link.health().degraded), "the link reports itself degraded")
             status, health = _get(f"{url}api/health")
             assert status == 503
             assert health["status"] == "degraded"
             assert health["healthy"] is True  # no thread died: the watchdog goes on
             assert any("cannot write" in r for r in health["reasons"])
             with pytest.raises(ProtocolError, match="refuses new runs"):
-                Grid(link.app_endpoint, connect_timeout=_budget())
+                Grid(link.app_endpoint, connect_timeout=BUDGET)
             assert "refuses new runs" in _submit_refused(link.control_endpoint)
             with pytest.raises(FedzeroTimeoutError):  # nothing is committed meanwhile
                 link.sync(0.5)
             run_id = grid.run_id
         full_disk.unlink()  # space comes back
-        link.sync(_budget())
-        _wait(lambda: link.health().status == "ok", "the link is healthy again")
+        link.sync(BUDGET)
+        wait_for(lambda: link.health().status == "ok", "the link is healthy again")
         assert _get(f"{url}api/health")[0] == 200
         api = {r["run_id"]: r for r in _get(f"{url}api/runs")[1]}
         one = _get(f"{url}api/runs/{run_id}")[1]

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ from fedzero.core.runtime import Notifier
 from fedzero.link import Link
 from fedzero.link.store import FAULTS_ENV
 from fedzero.node import NodeAgent
-from tests.helpers import FAST, federation, link_config, wait_until
+from tests.helpers import BUDGET, FAST, federation, http_get, link_config, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,24 +55,6 @@ def _round(grid: Grid, nodes: list[int], group: str, **kw: Any) -> Any:
     content = _model()
     msgs = [grid.create_message(content, "train", n, group_id=group) for n in nodes]
     return grid.send_and_receive(msgs, aggregate={"method": "fedavg"}, **kw)
-
-
-def _budget() -> float:
-    """Seconds any event of these tests may take on a starved machine (liveness-based)."""
-    return 30 * float(FAST["heartbeat_timeout"])
-
-
-def _wait(predicate: Callable[[], bool], what: str) -> None:
-    if not wait_until(predicate, _budget(), every=0.02):
-        pytest.fail(f"not within {_budget()} s: {what}")
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=_budget()) as answer:  # noqa: S310 - loopback
-            return int(answer.status), bytes(answer.read())
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), bytes(exc.read())
 
 
 def test_a_fold_worker_that_raises_fails_its_round_and_aggregates_the_next(
@@ -116,11 +96,11 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
 def _until(sock: socket.socket, text: str) -> list[str]:
     """The notifications received up to and including the first one holding ``text``."""
     out: list[str] = []
-    deadline = time.monotonic() + _budget()
+    deadline = time.monotonic() + BUDGET
     while not any(text in d for d in out):
         left = deadline - time.monotonic()
         if left <= 0:
-            pytest.fail(f"no {text!r} notification within {_budget()} s: {out[-5:]}")
+            pytest.fail(f"no {text!r} notification within {BUDGET} s: {out[-5:]}")
         sock.settimeout(left)
         out.append(sock.recv(4096).decode())
     return out
@@ -149,9 +129,9 @@ def test_a_dead_fold_worker_stops_the_watchdog_and_reports_unhealthy(
     link = Link(link_config(http_address="127.0.0.1:0"), notifier=notifier).start()
     node = NodeAgent(app, link.fleet_endpoint, node_config={"seed": 2}).start()
     try:
-        assert node.wait_registered(_budget())
+        assert node.wait_registered(BUDGET)
         url = link.http_url
-        status, body = _get(f"{url}api/health")
+        status, body = http_get(f"{url}api/health")
         assert status == 200, body
         assert json.loads(body)["status"] == "ok"
         _until(sock, "WATCHDOG=1")
@@ -159,7 +139,7 @@ def test_a_dead_fold_worker_stops_the_watchdog_and_reports_unhealthy(
             nodes = grid.get_node_ids(min_nodes=1)
             with pytest.raises(FedzeroTimeoutError):  # the round can never finish
                 _round(grid, nodes, "1", timeout=float(FAST["heartbeat_timeout"]))
-        _wait(lambda: not link.health().healthy, "the link reports the dead fold worker")
+        wait_for(lambda: not link.health().healthy, "the link reports the dead fold worker")
         reasons = link.health().unhealthy
         assert any("fold worker thread died" in r and "fold_die" in r for r in reasons)
         # The IO loop sends its notifications in order: the pings of ticks that saw
@@ -167,13 +147,13 @@ def test_a_dead_fold_worker_stops_the_watchdog_and_reports_unhealthy(
         _until(sock, "STATUS=unhealthy: the fold worker thread died")
         later = _datagrams(sock, 20 * watchdog)
         assert not any("WATCHDOG=1" in d for d in later), later
-        status, body = _get(f"{url}api/health")
+        status, body = http_get(f"{url}api/health")
         assert status == 503
         health = json.loads(body)
         assert health["status"] == "unhealthy"
         assert health["healthy"] is False
         assert any("fold worker" in r for r in health["reasons"])
-        _, metrics = _get(f"{url}metrics")
+        _, metrics = http_get(f"{url}metrics")
         assert b"fedzero_link_healthy 0.0" in metrics
     finally:
         node.stop()
@@ -183,7 +163,7 @@ def test_a_dead_fold_worker_stops_the_watchdog_and_reports_unhealthy(
 def test_health_is_ok_while_every_thread_runs() -> None:
     with federation(app, [{"seed": 1}], http_address="127.0.0.1:0") as (link, _):
         assert link.health().healthy
-        status, body = _get(f"{link.http_url}api/health")
+        status, body = http_get(f"{link.http_url}api/health")
         assert status == 200
         assert json.loads(body) == {
             "status": "ok",
@@ -191,7 +171,7 @@ def test_health_is_ok_while_every_thread_runs() -> None:
             "degraded": False,
             "reasons": [],
         }
-        _, metrics = _get(f"{link.http_url}metrics")
+        _, metrics = http_get(f"{link.http_url}metrics")
         assert b"fedzero_link_healthy 1.0" in metrics
         assert b"fedzero_link_degraded 0.0" in metrics
     assert not link.health().healthy  # stopped: not running
