@@ -98,6 +98,32 @@ def aggregate(
     raise typer.Exit(code)
 
 
+@app.command()
+def fleet(
+    nodes: Annotated[int, typer.Option(help="Nodes in the swarm.", min=1)] = 10_000,
+    window: Annotated[
+        float, typer.Option(help="Seconds the link idles with every node heartbeating.", min=1)
+    ] = 120.0,
+    rounds: Annotated[
+        int, typer.Option(help="Timed FedAvg rounds (after one warm-up).", min=1)
+    ] = 3,
+    as_json: _JSON = False,
+) -> None:
+    """N nodes on one real link: registration, idle CPU/RSS, false offlines, a FedAvg round."""
+    import sys
+
+    from fedzero.core import configure_logging
+
+    from ._fleet import print_fleet_report, run_fleet_bench
+
+    configure_logging("warning", stream=sys.stderr)  # stdout is for the report
+    report = run_fleet_bench(nodes, window=window, rounds=rounds)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        print_fleet_report(report)
+
+
 def main() -> None:
     """Entry point of the ``fedzero-bench`` console script."""
     app()
