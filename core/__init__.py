@@ -1,9 +1,10 @@
 """fedzero.core: the data model, the wire codec, errors and logging setup."""
 
 from ._apps import ClientApp, ServerApp
-from ._array_record import ArrayRecord, NDArray
+from ._array import Array, NDArray, NDArrays
+from ._array_record import ArrayRecord
 from ._client_helpers import clip_update, proximal_term
-from ._context import Context, UserConfig
+from ._context import Context, Scalar, UserConfig, UserConfigValue
 from ._dtypes import BFLOAT16, SUPPORTED_DTYPES
 from ._errors import (
     ClosedError,
@@ -18,7 +19,7 @@ from ._errors import (
     UnknownRunError,
 )
 from ._grid import Grid, run_server_app
-from ._message import DEFAULT_TTL, SERVER_NODE_ID, Error, Message, Metadata
+from ._message import DEFAULT_TTL, SERVER_NODE_ID, Error, Message, MessageType, Metadata
 from ._records import ConfigRecord, MetricRecord, RecordDict
 from ._round_result import RoundResult
 from .bundles import BundleError
@@ -31,6 +32,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SERVER_NODE_ID",
     "SUPPORTED_DTYPES",
+    "Array",
     "ArrayRecord",
     "Buffer",
     "BundleError",
@@ -49,16 +51,20 @@ __all__ = [
     "FedzeroTimeoutError",
     "Grid",
     "Message",
+    "MessageType",
     "Metadata",
     "MetricRecord",
     "NDArray",
+    "NDArrays",
     "ProtocolError",
     "RecordDict",
     "RoundResult",
+    "Scalar",
     "ServerApp",
     "UnknownNodeError",
     "UnknownRunError",
     "UserConfig",
+    "UserConfigValue",
     "clip_update",
     "configure_logging",
     "decode",

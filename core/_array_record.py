@@ -1,142 +1,128 @@
 """ArrayRecord: an ordered mapping of names to NumPy arrays.
 
-Arrays are stored as they are given whenever possible: C-contiguous,
-little-endian arrays of a supported dtype are kept by reference (no copy), and
-contiguous CPU torch tensors are converted with ``Tensor.numpy()``, which shares
-their memory. Only non-contiguous, big-endian or non-CPU inputs are copied once,
-on insertion, so that encoding never has to.
+``ArrayRecord(model.state_dict())`` is a snapshot, as in Flower: writable
+arrays and tensors are copied once on insertion, so a later optimizer step does
+not change the record. Read-only arrays (those decoded from the wire) are kept
+by reference, since nobody can change them; ``copy=False`` keeps everything by
+reference (the zero-copy fast path for code that owns its arrays). Indexing
+returns an :class:`~fedzero.core.Array` view (no copy); ``to_numpy_ndarrays()``
+and ``to_torch_state_dict()`` return writable copies as Flower's do, or the
+stored arrays with ``copy=False``.
 """
 
 from __future__ import annotations
 
-import sys
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
-from ._dtypes import BFLOAT16, safetensors_name
+from ._array import Array, NDArray, as_record_array, torch_module
+from ._dtypes import BFLOAT16
 from ._mapping import ValidatingMapping
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-NDArray: TypeAlias = npt.NDArray[Any]
-"""Any NumPy array (the dtype is one of :data:`fedzero.core.SUPPORTED_DTYPES`)."""
+__all__ = ["ArrayRecord", "NDArray"]  # NDArray: the wire codec imports it from here
 
-
-def _torch_module() -> Any:
-    """Return the torch module if the program already imported it, else None.
-
-    fedzero never imports torch itself: if torch is not loaded, no value can be a
-    torch tensor, so there is nothing to convert.
-    """
-    return sys.modules.get("torch")
-
-
-def _tensor_to_numpy(tensor: Any, name: str) -> NDArray:
-    torch = _torch_module()
-    t = tensor.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    if not t.is_contiguous():
-        t = t.contiguous()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(BFLOAT16)  # type: ignore[no-any-return]
-    try:
-        return t.numpy()  # type: ignore[no-any-return]
-    except TypeError as exc:
-        raise TypeError(f"array {name!r}: torch dtype {t.dtype} is not supported") from exc
-
-
-def as_record_array(value: object, name: str) -> NDArray:
-    """Normalize ``value`` into an array an ArrayRecord can hold.
-
-    Returns the input itself when it already qualifies (no copy).
-
-    Raises:
-        TypeError: ``value`` is not an ndarray/tensor or has an unsupported dtype.
-    """
-    if isinstance(value, np.generic):  # e.g. a 0-d array plus a number
-        value = np.asarray(value)
-    if not isinstance(value, np.ndarray):
-        torch = _torch_module()
-        if torch is not None and isinstance(value, torch.Tensor):
-            value = _tensor_to_numpy(value, name)
-        else:
-            raise TypeError(
-                f"array {name!r}: expected a numpy.ndarray or torch.Tensor, got "
-                f"{type(value).__name__}; wrap lists and scalars in np.asarray(...)"
-            )
-    arr: NDArray = value
-    if arr.dtype.byteorder == ">":
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
-    try:
-        safetensors_name(arr.dtype)
-    except TypeError as exc:
-        raise TypeError(f"array {name!r}: {exc}") from None
-    if not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr)
-    return arr
+_FORMS = (
+    "ArrayRecord() takes a mapping of names to arrays/tensors/Arrays (a state_dict), "
+    "a list of arrays, or a torch.nn.Module"
+)
 
 
 class ArrayRecord(ValidatingMapping[NDArray]):
     """An ordered mapping of names to arrays: a model's parameters, an update.
 
-    Build it from a mapping of names to arrays or torch tensors (a
-    ``state_dict``), from a torch module, or from a list of arrays (named
-    ``"0"``, ``"1"``, ...). Indexing returns the ``numpy.ndarray``.
+    Build it from a mapping of names to arrays, torch tensors or
+    :class:`~fedzero.core.Array` (a ``state_dict``), from a torch module, or from
+    a list of arrays (named ``"0"``, ``"1"``, ...), positionally or with Flower's
+    keywords ``array_dict=``, ``numpy_ndarrays=``, ``torch_state_dict=``.
+    Indexing returns an :class:`~fedzero.core.Array` (a NumPy array view).
 
-    Arrays decoded from the wire are read-only views of the received buffers
-    (zero copy); call ``.copy()`` on one before modifying it in place.
+    The record is a snapshot (Flower's semantics): writable arrays and tensors
+    are copied on insertion. Arrays decoded from the wire are read-only views of
+    the received buffers and are never copied on insertion.
 
     Args:
         arrays: the initial contents (mapping, sequence, or torch module).
+        copy: ``False`` keeps every array by reference (zero copy; the caller
+            promises not to modify them while the record is in use).
+        keep_input: ``False`` empties the input mapping or list afterwards, as
+            Flower's flag does (to drop the caller's references early).
+        array_dict: Flower's keyword for a mapping of names to Arrays.
+        numpy_ndarrays: Flower's keyword for a list of arrays.
+        torch_state_dict: Flower's keyword for a torch ``state_dict``.
 
     Raises:
-        TypeError: a value is not an array/tensor, has an unsupported dtype, or a
-            name is not a ``str``.
+        TypeError: a value is not an array/tensor, has an unsupported dtype, a
+            name is not a ``str``, or more than one input is given.
     """
 
-    __slots__ = ()
+    __slots__ = ("_copy",)
     _KEYS = "names"
 
     def __init__(
         self,
         arrays: Mapping[str, Any] | Sequence[Any] | torch.nn.Module | None = None,
+        *,
+        copy: bool = True,
+        keep_input: bool = True,
+        array_dict: Mapping[str, Any] | None = None,
+        numpy_ndarrays: Sequence[Any] | None = None,
+        torch_state_dict: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if arrays is None:
+        self._copy = bool(copy)
+        given = [x for x in (arrays, array_dict, numpy_ndarrays, torch_state_dict) if x is not None]
+        if len(given) > 1:
+            raise TypeError(f"{_FORMS}; got more than one input")
+        if not given:
             return
-        torch = _torch_module()
-        if torch is not None and isinstance(arrays, torch.nn.Module):
-            arrays = arrays.state_dict()
-        if isinstance(arrays, Mapping):
-            for key, value in arrays.items():
+        source = given[0]
+        torch = torch_module()
+        if torch is not None and isinstance(source, torch.nn.Module):
+            source = source.state_dict()
+        if isinstance(source, Mapping):
+            for key, value in source.items():
                 self[key] = value
-        elif isinstance(arrays, (list, tuple)):
-            for i, value in enumerate(arrays):
+        elif isinstance(source, list | tuple):
+            for i, value in enumerate(source):
                 self[str(i)] = value
         else:
-            raise TypeError(
-                "ArrayRecord() takes a mapping of names to arrays, a list of arrays, "
-                f"or a torch.nn.Module; got {type(arrays).__name__}"
-            )
+            raise TypeError(f"{_FORMS}; got {type(source).__name__}")
+        if not keep_input and isinstance(source, MutableMapping | list):
+            source.clear()
 
     @classmethod
-    def from_numpy_ndarrays(cls, arrays: Iterable[NDArray]) -> ArrayRecord:
+    def from_numpy_ndarrays(
+        cls, arrays: Iterable[NDArray], *, keep_input: bool = True, copy: bool = True
+    ) -> ArrayRecord:
         """Build a record from a list of arrays, named ``"0"``, ``"1"``, ..."""
-        return cls(list(arrays))
+        source = arrays if isinstance(arrays, list) else list(arrays)
+        return cls(source, keep_input=keep_input, copy=copy)
 
     @classmethod
-    def from_torch_state_dict(cls, state_dict: Mapping[str, Any]) -> ArrayRecord:
-        """Build a record from a torch ``state_dict`` without copying CPU tensors."""
-        return cls(state_dict)
+    def from_torch_state_dict(
+        cls, state_dict: Mapping[str, Any], *, keep_input: bool = True, copy: bool = True
+    ) -> ArrayRecord:
+        """Build a record from a torch ``state_dict`` (a snapshot unless ``copy=False``)."""
+        return cls(state_dict, keep_input=keep_input, copy=copy)
+
+    @classmethod
+    def from_array_dict(
+        cls, array_dict: Mapping[str, Any], *, keep_input: bool = True
+    ) -> ArrayRecord:
+        """Build a record from a mapping of names to :class:`~fedzero.core.Array`."""
+        return cls(array_dict, keep_input=keep_input)
 
     def _validate(self, key: str, value: Any) -> NDArray:
-        return as_record_array(value, key)
+        return as_record_array(value, key, copy=getattr(self, "_copy", True))
+
+    def __getitem__(self, key: str) -> Array:
+        return self._data[key].view(Array)
 
     def __eq__(self, other: object) -> bool:
         """Equal when names, order, dtypes, shapes and bytes are identical.
@@ -158,15 +144,31 @@ class ArrayRecord(ValidatingMapping[NDArray]):
         """Total size of all arrays in bytes."""
         return sum(a.nbytes for a in self._data.values())
 
-    def to_numpy_ndarrays(self) -> list[NDArray]:
-        """Return the arrays in order (the same objects, not copies)."""
-        return list(self._data.values())
+    def to_numpy_ndarrays(self, *, keep_input: bool = True, copy: bool = True) -> list[NDArray]:
+        """Return the arrays in order, as writable copies (as Flower's method does).
 
-    def to_torch_state_dict(self) -> dict[str, torch.Tensor]:
-        """Return a torch ``state_dict`` whose tensors share memory with this record.
+        Args:
+            keep_input: ``False`` removes the arrays from this record.
+            copy: ``False`` returns the stored arrays themselves (zero copy;
+                those decoded from the wire are read-only).
+        """
+        out = [a.copy() if copy else a for a in self._data.values()]
+        if not keep_input:
+            self._data.clear()
+        return out
 
-        Tensors made from read-only arrays (decoded from the wire) must not be
-        modified in place; ``module.load_state_dict(...)`` copies and is safe.
+    def to_torch_state_dict(
+        self, *, keep_input: bool = True, copy: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Return a torch ``state_dict`` of writable tensors (copies, as Flower's are).
+
+        ``module.load_state_dict(...)`` copies again; pass ``copy=False`` there to
+        get tensors that share memory with this record (zero copy; tensors made
+        from read-only arrays must then not be modified in place).
+
+        Args:
+            keep_input: ``False`` removes the arrays from this record.
+            copy: ``False`` shares memory with the record instead of copying.
 
         Raises:
             ModuleNotFoundError: torch is not installed.
@@ -175,13 +177,16 @@ class ArrayRecord(ValidatingMapping[NDArray]):
 
         out: dict[str, torch.Tensor] = {}
         with warnings.catch_warnings():
-            # from_numpy warns about read-only arrays; sharing is the point here.
+            # from_numpy warns about read-only arrays; with copy=False sharing is the point.
             warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
-            for key, arr in self._data.items():
+            for key, stored in self._data.items():
+                arr = stored.copy() if copy else stored
                 if arr.dtype == BFLOAT16:
                     out[key] = torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
                 else:
                     out[key] = torch.from_numpy(arr)
+        if not keep_input:
+            self._data.clear()
         return out
 
 

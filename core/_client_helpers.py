@@ -54,7 +54,7 @@ def proximal_term(model: Any, global_params: ArrayRecord, mu: float) -> Any:
     """
     import torch
 
-    reference = global_params.to_torch_state_dict()
+    reference = global_params.to_torch_state_dict(copy=False)
     total = torch.zeros((), dtype=torch.float32)
     for name, param in model.named_parameters():
         total = total + (param - reference[name].to(param.dtype)).pow(2).sum()

@@ -8,6 +8,9 @@ from typing import TypeAlias
 from ._records import RecordDict
 
 Scalar: TypeAlias = int | float | bool | str | bytes
+"""One configuration or metric value (Flower's ``Scalar``)."""
+UserConfigValue: TypeAlias = Scalar
+"""One value of a :data:`UserConfig` (Flower's ``UserConfigValue``)."""
 UserConfig: TypeAlias = dict[str, Scalar]
 """Run and node configuration: flat ``str -> scalar`` (keys like ``"num-rounds"``)."""
 

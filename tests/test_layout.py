@@ -6,6 +6,9 @@
   ``if TYPE_CHECKING:`` name types only and are not counted.
 - Modules stay under 450 lines; nothing needs ``# fmt: skip``.
 - ARCHITECTURE.md names every sub-package, and only those.
+- Flower's module names (``fedzero.app``, ``fedzero.serverapp``, ...) live in
+  ``core/flower/`` and are installed under those names (pyproject's package-dir);
+  they are public surfaces over ``fedzero.core``/``fedzero.aggregation``.
 - The ``fedzero`` command and the strategies import what they need, not the daemon
   or the JIT.
 """
@@ -16,6 +19,7 @@ import ast
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,20 +28,30 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("core", "link", "node", "aggregation", "bench")
 MAX_LINES = 450
+PACKAGE_DIRS = {
+    name: ROOT / folder
+    for name, folder in tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))[
+        "tool"
+    ]["setuptools"]["package-dir"].items()
+}
+FLOWER = {name for name in PACKAGE_DIRS if name.split(".")[1] not in PACKAGES}
+"""Flower's module names (``fedzero.app`` ...), folders inside ``core/flower/``."""
 
 
 def _modules() -> dict[str, Path]:
-    """Every module of ours, by dotted name (``fedzero.core.wire._codec``)."""
+    """Every module of ours, by its installed dotted name (``fedzero.core.wire._codec``)."""
     out: dict[str, Path] = {}
-    for top in PACKAGES:
-        for path in sorted((ROOT / top).rglob("*.py")):
-            rel = path.relative_to(ROOT).with_suffix("")
+    for name, folder in PACKAGE_DIRS.items():
+        for path in sorted(folder.rglob("*.py")):
+            rel = path.relative_to(folder).with_suffix("")
             if "templates" in rel.parts:  # app templates: package data, not our modules
                 continue
             parts = list(rel.parts)
             if parts[-1] == "__init__":
                 parts.pop()
-            out["fedzero." + ".".join(parts)] = path
+            if name not in FLOWER and any(path.is_relative_to(PACKAGE_DIRS[f]) for f in FLOWER):
+                continue  # core/flower/app is fedzero.app, not fedzero.core.flower.app
+            out[".".join([name, *parts])] = path
     return out
 
 
@@ -169,12 +183,22 @@ def test_nothing_needs_fmt_skip() -> None:
     assert not skips, f"'# fmt: skip' in {skips}"
 
 
+def test_flower_names_are_surfaces_over_core_and_aggregation() -> None:
+    assert {"fedzero.app", "fedzero.clientapp", "fedzero.serverapp", "fedzero.common"} <= FLOWER
+    for name, path in MODULES.items():
+        if name.split(".")[1] in {f.split(".")[1] for f in FLOWER}:
+            for target, line, _ in _imports(name, path):
+                if target.startswith("fedzero.") and target.split(".")[1] in PACKAGES:
+                    assert not _private_part(target), f"{path}:{line} imports {target}"
+
+
 def test_architecture_names_every_subpackage() -> None:
     text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
     named = set(re.findall(r"`fedzero\.(\w+(?:\.\w+)+)`", text))
     actual = {name.removeprefix("fedzero.") for name in MODULES if _is_package(name)}
     actual = {n for n in actual if "." in n}
     assert actual - named == set(), "sub-packages missing from ARCHITECTURE.md"
+    assert {f for f in FLOWER if f"`{f}`" not in text} == set(), "Flower names missing"
     stale = {n for n in named - actual if n.split(".")[0] in PACKAGES and n in _dotted_packages()}
     assert not stale
 

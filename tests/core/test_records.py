@@ -24,10 +24,19 @@ def test_array_record_from_list_names_in_order() -> None:
     assert rec.to_numpy_ndarrays()[1].shape == (3,)
 
 
-def test_array_record_keeps_contiguous_arrays_by_reference() -> None:
+def test_array_record_is_a_snapshot_unless_copy_false() -> None:
     arr = np.arange(10, dtype=np.float32)
     rec = ArrayRecord({"a": arr})
-    assert rec["a"] is arr
+    arr += 1  # a later in-place update (an optimizer step) does not reach the record
+    assert rec["a"][0] == 0
+    fast = ArrayRecord({"a": arr}, copy=False)
+    assert np.shares_memory(fast["a"], arr)
+
+
+def test_array_record_keeps_read_only_arrays_by_reference() -> None:
+    arr = np.arange(10, dtype=np.float32)
+    arr.flags.writeable = False  # as arrays decoded from the wire are
+    assert np.shares_memory(ArrayRecord({"a": arr})["a"], arr)
 
 
 def test_array_record_copies_non_contiguous_once() -> None:

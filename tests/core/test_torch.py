@@ -17,16 +17,29 @@ def _wire(rec: ArrayRecord) -> ArrayRecord:
     return got
 
 
-def test_state_dict_shares_memory_both_ways() -> None:
+def test_state_dict_shares_memory_both_ways_with_copy_false() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
-    rec = ArrayRecord(model)
+    rec = ArrayRecord(model, copy=False)
     sd = model.state_dict()
     assert list(rec) == list(sd)
     for key, tensor in sd.items():
         assert rec[key].ctypes.data == tensor.data_ptr()
-    back = rec.to_torch_state_dict()
+    back = rec.to_torch_state_dict(copy=False)
     for key, tensor in back.items():
         assert tensor.data_ptr() == rec[key].ctypes.data
+
+
+def test_state_dict_record_is_a_snapshot_as_in_flower() -> None:
+    model = torch.nn.Linear(4, 3)
+    rec = ArrayRecord(model.state_dict())
+    before = rec["weight"].numpy()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(torch.ones(2, 4)).sum().backward()
+    opt.step()  # moves the parameters in place
+    np.testing.assert_array_equal(rec["weight"], before)
+    back = rec.to_torch_state_dict()  # writable copies, as Flower's are
+    back["weight"] += 1
+    np.testing.assert_array_equal(rec["weight"], before)
 
 
 @pytest.mark.parametrize(
