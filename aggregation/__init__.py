@@ -5,11 +5,18 @@ The Numba kernels and streaming accumulators the link folds replies with are in
 :mod:`fedzero.aggregation.kernels`.
 """
 
+from ._aggregate import aggregate_arrayrecords, aggregate_metricrecords
+from ._dp_strategies import (
+    DifferentialPrivacyClientSideAdaptiveClipping,
+    DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideAdaptiveClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+)
 from ._metrics import weighted_metrics_mean
+from ._privacy import PrivacyAccountant
+from ._result import Result
 from ._server_opt import ServerAdagrad, ServerAdam, ServerMomentum, ServerYogi
 from ._strategies import (
-    DifferentialPrivacyClientSideFixedClipping,
-    DifferentialPrivacyServerSideFixedClipping,
     FedAdagrad,
     FedAdam,
     FedAvg,
@@ -21,10 +28,12 @@ from ._strategies import (
     Krum,
     MultiKrum,
 )
-from ._strategy import FixedClipping, Result, Strategy
+from ._strategy import Strategy
 
 __all__ = [
+    "DifferentialPrivacyClientSideAdaptiveClipping",
     "DifferentialPrivacyClientSideFixedClipping",
+    "DifferentialPrivacyServerSideAdaptiveClipping",
     "DifferentialPrivacyServerSideFixedClipping",
     "FedAdagrad",
     "FedAdam",
@@ -34,14 +43,16 @@ __all__ = [
     "FedProx",
     "FedTrimmedAvg",
     "FedYogi",
-    "FixedClipping",
     "Krum",
     "MultiKrum",
+    "PrivacyAccountant",
     "Result",
     "ServerAdagrad",
     "ServerAdam",
     "ServerMomentum",
     "ServerYogi",
     "Strategy",
+    "aggregate_arrayrecords",
+    "aggregate_metricrecords",
     "weighted_metrics_mean",
 ]

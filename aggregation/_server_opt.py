@@ -132,7 +132,7 @@ class ServerAdam(_FedOpt):
     eta_l: float = 1e-1
     beta_1: float = 0.9
     beta_2: float = 0.99
-    tau: float = 1e-9
+    tau: float = 1e-3
 
     def _eta(self, server_round: int) -> float:
         t = server_round + 1.0
@@ -164,7 +164,7 @@ class ServerAdagrad(_FedOpt):
     eta_l: float = 1e-1
     beta_1: float = 0.0
     beta_2: float = 0.0
-    tau: float = 1e-9
+    tau: float = 1e-3
 
     def _second_moment(self, v: Work, d2: Work) -> Wide:
         return _f64(v + d2)  # the sum in the work dtype, like the kernel it replaced

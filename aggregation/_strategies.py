@@ -2,21 +2,30 @@
 
 Robust aggregations (trimmed mean, median, Krum) run on the link as replies
 arrive; server optimizers (FedAvgM, FedAdam, FedYogi, FedAdagrad) turn the
-link's FedAvg aggregate into the next model on the ServerApp.
+link's FedAvg aggregate into the next model on the ServerApp. When a round's
+replies come back instead (a subclass overriding ``aggregate_train``, DP
+clipping), ``aggregate_arrays`` does the same arithmetic in NumPy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
-from fedzero.core import ArrayRecord, ConfigRecord
+from fedzero.core import ArrayRecord, ConfigRecord, ConfigurationError, RecordDict
 
+from ._aggregate import (
+    aggregate_arrayrecords,
+    median_arrays,
+    select_multikrum,
+    trimmed_mean_arrays,
+)
 from ._server_opt import ServerAdagrad as _AdagradOpt
 from ._server_opt import ServerAdam as _AdamOpt
 from ._server_opt import ServerMomentum as _MomentumOpt
 from ._server_opt import ServerYogi as _YogiOpt
-from ._strategy import FixedClipping, Result, Strategy, float_arrays
+from ._strategy import Strategy, float_arrays
 
 
 @dataclasses.dataclass
@@ -55,18 +64,35 @@ class FedTrimmedAvg(Strategy):
 
     beta: float = 0.2
 
-    def aggregate_spec(self) -> dict[str, Any]:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.beta < 0.5:
+            raise ConfigurationError(f"beta must be in [0, 0.5), got {self.beta}")
+
+    def aggregate_spec(self) -> dict[str, Any] | None:
         """Trimmed mean on the link."""
         return {"method": "trimmed_mean", "beta": float(self.beta)}
+
+    def aggregate_arrays(
+        self, server_round: int, contents: Sequence[RecordDict]
+    ) -> tuple[ArrayRecord | None, list[RecordDict]]:
+        """Trimmed mean of the replies' arrays."""
+        return trimmed_mean_arrays(contents, self.beta), list(contents)
 
 
 @dataclasses.dataclass
 class FedMedian(Strategy):
     """Coordinate-wise median (Yin et al. 2018)."""
 
-    def aggregate_spec(self) -> dict[str, Any]:
+    def aggregate_spec(self) -> dict[str, Any] | None:
         """Median on the link."""
         return {"method": "median"}
+
+    def aggregate_arrays(
+        self, server_round: int, contents: Sequence[RecordDict]
+    ) -> tuple[ArrayRecord | None, list[RecordDict]]:
+        """Median of the replies' arrays."""
+        return median_arrays(contents), list(contents)
 
 
 @dataclasses.dataclass
@@ -79,9 +105,16 @@ class Krum(Strategy):
 
     num_malicious_nodes: int = 0
 
-    def aggregate_spec(self) -> dict[str, Any]:
+    def aggregate_spec(self) -> dict[str, Any] | None:
         """Krum on the link."""
         return {"method": "krum", "num_malicious": int(self.num_malicious_nodes)}
+
+    def aggregate_arrays(
+        self, server_round: int, contents: Sequence[RecordDict]
+    ) -> tuple[ArrayRecord | None, list[RecordDict]]:
+        """The reply with the lowest Krum score (ties: the lower node id)."""
+        chosen = select_multikrum(contents, self.num_malicious_nodes, 1)
+        return aggregate_arrayrecords(chosen, self.weighted_by_key), chosen
 
 
 @dataclasses.dataclass
@@ -96,7 +129,14 @@ class MultiKrum(Strategy):
     num_malicious_nodes: int = 0
     num_nodes_to_select: int = 1
 
-    def aggregate_spec(self) -> dict[str, Any]:
+    def aggregate_arrays(
+        self, server_round: int, contents: Sequence[RecordDict]
+    ) -> tuple[ArrayRecord | None, list[RecordDict]]:
+        """Weighted mean of the best-scored replies (ties: the lower node id)."""
+        chosen = select_multikrum(contents, self.num_malicious_nodes, self.num_nodes_to_select)
+        return aggregate_arrayrecords(chosen, self.weighted_by_key), chosen
+
+    def aggregate_spec(self) -> dict[str, Any] | None:
         """Multi-Krum on the link."""
         return {
             "method": "multikrum",
@@ -141,7 +181,7 @@ class _FedOptStrategy(Strategy):
     eta_l: float = 1e-1
     beta_1: float = 0.9
     beta_2: float = 0.99
-    tau: float = 1e-9
+    tau: float = 1e-3
     _opt: Any = dataclasses.field(init=False, repr=False, default=None)
     _optimizer: Any = dataclasses.field(init=False, repr=False, default=None)
 
@@ -170,7 +210,6 @@ class FedYogi(_FedOptStrategy):
 
     eta: float = 1e-2
     eta_l: float = 0.0316
-    tau: float = 1e-3
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -187,45 +226,3 @@ class FedAdagrad(_FedOptStrategy):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._optimizer = _AdagradOpt
-
-
-@dataclasses.dataclass
-class DifferentialPrivacyServerSideFixedClipping:
-    """Wrap a strategy: the link clips each update, noise is added to the aggregate.
-
-    Args:
-        strategy: the strategy to make private.
-        noise_multiplier: noise standard deviation in units of the clipping norm.
-        clipping_norm: L2 bound on each update's distance to the sent model.
-        num_sampled_clients: nodes per round (scales the noise).
-    """
-
-    strategy: Strategy
-    noise_multiplier: float
-    clipping_norm: float
-    num_sampled_clients: int
-
-    def start(self, grid: Any, initial_arrays: ArrayRecord, **kwargs: Any) -> Result:
-        """Run the wrapped strategy with server-side clipping and noise."""
-        policy = FixedClipping(self.noise_multiplier, self.clipping_norm, self.num_sampled_clients)
-        return dataclasses.replace(self.strategy, privacy=policy).start(
-            grid, initial_arrays, **kwargs
-        )
-
-
-@dataclasses.dataclass
-class DifferentialPrivacyClientSideFixedClipping(DifferentialPrivacyServerSideFixedClipping):
-    """Wrap a strategy: nodes clip their own update, noise is added to the aggregate.
-
-    Nodes find the bound in the train config (``"clipping-norm"``) and apply
-    :func:`fedzero.core.clip_update` before replying.
-    """
-
-    def start(self, grid: Any, initial_arrays: ArrayRecord, **kwargs: Any) -> Result:
-        """Run the wrapped strategy with client-side clipping and server noise."""
-        policy = FixedClipping(
-            self.noise_multiplier, self.clipping_norm, self.num_sampled_clients, client_side=True
-        )
-        return dataclasses.replace(self.strategy, privacy=policy).start(
-            grid, initial_arrays, **kwargs
-        )

@@ -10,8 +10,8 @@ from fedzero.aggregation import (
     FedAdagrad,
     FedAdam,
     FedAvg,
+    FedTrimmedAvg,
     FedYogi,
-    FixedClipping,
     MultiKrum,
     ServerAdagrad,
     ServerAdam,
@@ -36,7 +36,9 @@ def test_bad_configuration_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="min_train_nodes"):
         FedAvg(min_train_nodes=-1)
     with pytest.raises(ValueError, match="clipping_norm > 0"):  # still a ValueError
-        FixedClipping(noise_multiplier=1.0, clipping_norm=0.0, num_sampled_clients=3)
+        DifferentialPrivacyClientSideFixedClipping(FedAvg(), 1.0, 0.0, 3)
+    with pytest.raises(ConfigurationError, match="beta"):
+        FedTrimmedAvg(beta=0.5)
 
 
 def test_multikrum_spec() -> None:

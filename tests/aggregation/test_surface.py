@@ -10,7 +10,9 @@ from fedzero import aggregation
 from fedzero.aggregation import kernels
 
 STRATEGY_API = [
+    "DifferentialPrivacyClientSideAdaptiveClipping",
     "DifferentialPrivacyClientSideFixedClipping",
+    "DifferentialPrivacyServerSideAdaptiveClipping",
     "DifferentialPrivacyServerSideFixedClipping",
     "FedAdagrad",
     "FedAdam",
@@ -20,15 +22,17 @@ STRATEGY_API = [
     "FedProx",
     "FedTrimmedAvg",
     "FedYogi",
-    "FixedClipping",
     "Krum",
     "MultiKrum",
+    "PrivacyAccountant",
     "Result",
     "ServerAdagrad",
     "ServerAdam",
     "ServerMomentum",
     "ServerYogi",
     "Strategy",
+    "aggregate_arrayrecords",
+    "aggregate_metricrecords",
     "weighted_metrics_mean",
 ]
 
