@@ -35,6 +35,7 @@ from fedzero.core.wire import frames_nbytes
 
 from ._processes import Task, WorkerProc
 from ._protocol import control_frame, parse_control
+from ._shm import SHM_THRESHOLD
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,7 +44,9 @@ class WorkerReply:
 
     Attributes:
         message: the reply, decoded (its arrays are views of ``frames``).
-        frames: the encoded reply; send them with ``copy=False``.
+        frames: the encoded reply; send them with ``copy=False``. Payload frames
+            a worker sent through shared memory are read-only uint8 views of its
+            segment, which stays unchanged until they are all gone.
     """
 
     message: Message
@@ -155,17 +158,29 @@ class WorkerChannel:
             update = control_frame("update", node_id=ctx.node_id, run_config=ctx.run_config)
             self.socket.send_multipart([proc.identity, update])
             proc.synced = (ctx.node_id, dict(ctx.run_config))
-        self.socket.send_multipart([proc.identity, control_frame("task"), *task.frames], copy=False)
+        frames, fields = task.frames, {}
+        if proc.shm is not None:
+            if frames_nbytes(frames[1:]) >= SHM_THRESHOLD:  # one copy into the segment
+                fields["shm"] = proc.shm.writer.write(frames[1:])
+                frames = frames[:1]
+            fields.update(proc.shm.bookkeeping())
+        task_frame = control_frame("task", **fields)
+        self.socket.send_multipart([proc.identity, task_frame, *frames], copy=False)
 
     def stop(self, proc: WorkerProc) -> None:
         """Ask the worker to exit after its current task (unreachable: nothing to ask)."""
         with contextlib.suppress(zmq.ZMQError):
             self.socket.send_multipart([proc.identity, control_frame("stop")])
 
-    def reply(self, task: Task, payload: list[zmq.Frame]) -> WorkerReply:
+    def reply(
+        self, proc: WorkerProc, task: Task, header: dict[str, Any], payload: list[Any]
+    ) -> WorkerReply:
         """The worker's answer to ``task``; an error reply if it is not a valid one."""
         meta = task.message.metadata
         try:
+            shared = proc.shm.receive(header) if proc.shm is not None else None
+            if shared is not None:
+                payload = [*payload[:1], *shared]
             reply = decode(payload, limits=self._limits)
             if reply.metadata.reply_to_message_id != meta.message_id:
                 raise DeserializationError("the reply answers another message")

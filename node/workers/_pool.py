@@ -36,6 +36,7 @@ stop if it is idle.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -51,6 +52,7 @@ from .._tasks import task_deadline
 from ._channel import WorkerChannel, WorkerReply
 from ._processes import LaunchOptions, Task, WorkerProc, WorkerProcesses, exit_text
 from ._runs import RunSlot, late_reply
+from ._shm import make_pool_dir
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +70,8 @@ class WorkerPool:
         stop_grace: seconds a stopped worker may take to finish before it is killed.
         watchdog_interval: how often a worker checks that the agent is still alive.
         limits: decode limits for the workers' replies.
+        shared_memory: hand large payloads over in shared-memory segments (see
+            :mod:`._shm`); False: every byte crosses the ipc socket.
 
     Raises:
         ConfigurationError: the private ipc endpoint cannot be bound.
@@ -85,13 +89,22 @@ class WorkerPool:
         stop_grace: float = 5.0,
         watchdog_interval: float = 1.0,
         limits: DecodeLimits | None = None,
+        shared_memory: bool = True,
     ) -> None:
         self._own_ctx = zmq_context is None
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq_context or zmq.Context()
         self._channel = WorkerChannel(self._ctx, socket_dir, limits)
         self.endpoint = self._channel.endpoint
+        self.shm_dir = make_pool_dir() if shared_memory else None
         launch = LaunchOptions(
-            self.endpoint, python, env, log_level, start_timeout, stop_grace, watchdog_interval
+            self.endpoint,
+            self.shm_dir,
+            python,
+            env,
+            log_level,
+            start_timeout,
+            stop_grace,
+            watchdog_interval,
         )
         self._procs = WorkerProcesses(launch)
         self._runs: dict[int, RunSlot] = {}
@@ -229,6 +242,8 @@ class WorkerPool:
             self.end_run(run_id, "the pool closed")
         self._procs.close(timeout)
         self._channel.close()
+        if self.shm_dir is not None:
+            shutil.rmtree(self.shm_dir, ignore_errors=True)
         if self._own_ctx:
             self._ctx.term()
 
@@ -312,7 +327,7 @@ class WorkerPool:
         if op == "hello":
             return self._on_hello(proc, run, header)
         if op == "reply":
-            return self._on_reply(proc, run, payload)
+            return self._on_reply(proc, run, header, payload)
         return self._on_fatal(proc, run, str(header.get("reason", f"unknown op {op!r:.40}")))
 
     def _on_hello(
@@ -338,13 +353,17 @@ class WorkerPool:
         return replies
 
     def _on_reply(
-        self, proc: WorkerProc, run: RunSlot | None, payload: list[zmq.Frame]
+        self,
+        proc: WorkerProc,
+        run: RunSlot | None,
+        header: dict[str, Any],
+        payload: list[zmq.Frame],
     ) -> list[WorkerReply]:
         task, proc.current = proc.current, None
         if task is None or proc.retired or run is None:
             log.info("worker_reply_dropped", run_id=proc.run_id, reason="no task is waiting")
             return []
-        done = self._channel.reply(task, payload)
+        done = self._channel.reply(proc, task, header, list(payload))
         meta = task.message.metadata
         secs = round(time.perf_counter() - task.sent_at, 4)
         log.debug("worker_task_done", run_id=meta.run_id, message_type=meta.message_type, secs=secs)

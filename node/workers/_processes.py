@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -25,6 +26,7 @@ import structlog
 from fedzero.core import Message, UserConfig
 
 from .._tasks import Deadline
+from ._shm import SegmentEnds
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +61,7 @@ class WorkerProc:
     retired: bool = False
     kill_at: float | None = None
     why: str = ""
+    shm: SegmentEnds | None = None
 
     @property
     def pid(self) -> int:
@@ -78,12 +81,13 @@ def exit_text(code: int) -> str:
 class LaunchOptions:
     """How workers are started and how long they are given.
 
-    ``endpoint`` is the pool's ipc:// ROUTER, where workers connect; the other
-    fields are the :class:`~fedzero.node.workers.WorkerPool` arguments of the
-    same names.
+    ``endpoint`` is the pool's ipc:// ROUTER, where workers connect; ``shm_dir``
+    the pool's shared-memory directory (None: payloads inline); the other fields
+    are the :class:`~fedzero.node.workers.WorkerPool` arguments of the same names.
     """
 
     endpoint: str
+    shm_dir: Path | None
     python: str
     env: Mapping[str, str] | None
     log_level: str | None
@@ -91,11 +95,13 @@ class LaunchOptions:
     stop_grace: float
     watchdog_interval: float
 
-    def command(self, identity: str) -> list[str]:
+    def command(self, identity: str, shm_dir: Path | None = None) -> list[str]:
         """The command line of the worker with routing id ``identity``."""
         cmd = [self.python, "-m", WORKER_MODULE, "--endpoint", self.endpoint]
         cmd += ["--identity", identity, "--parent-pid", str(os.getpid())]
         cmd += ["--watchdog-interval", str(self.watchdog_interval)]
+        if shm_dir is not None:
+            cmd += ["--shm-dir", str(shm_dir)]
         if self.log_level is not None:
             cmd += ["--log-level", self.log_level]
         return cmd
@@ -135,8 +141,17 @@ class WorkerProcesses:
             OSError: the process (or its pidfd) could not be made.
         """
         identity = f"run-{run_id}-{generation}"
-        cmd = self._options.command(identity)
-        popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=self._env)  # noqa: S603
+        shm = None
+        if self._options.shm_dir is not None:  # its segments' directory, removed at reaping
+            (self._options.shm_dir / identity).mkdir(mode=0o700)
+            shm = SegmentEnds.of(self._options.shm_dir / identity, agent=True)
+        cmd = self._options.command(identity, shm.directory if shm is not None else None)
+        try:
+            popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=self._env)  # noqa: S603
+        except OSError:
+            if shm is not None:
+                shm.close(remove=True)
+            raise
         pidfd = None
         if self._epoll is not None:
             try:
@@ -147,9 +162,11 @@ class WorkerProcesses:
                     os.close(pidfd)
                 popen.kill()
                 popen.wait()
+                if shm is not None:
+                    shm.close(remove=True)
                 raise
         deadline = time.monotonic() + self._options.start_timeout
-        proc = WorkerProc(run_id, identity.encode(), popen, pidfd, deadline)
+        proc = WorkerProc(run_id, identity.encode(), popen, pidfd, deadline, shm=shm)
         self._procs[proc.identity] = proc
         if pidfd is not None:
             self._by_pidfd[pidfd] = proc
@@ -216,6 +233,9 @@ class WorkerProcesses:
 
     def _forget(self, proc: WorkerProc) -> None:
         self._procs.pop(proc.identity, None)
+        if proc.shm is not None:  # whatever ended the worker, its segments go with it
+            proc.shm.close(remove=True)
+            proc.shm = None
         if proc.pidfd is not None:
             self._by_pidfd.pop(proc.pidfd, None)
             if self._epoll is not None:

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -38,9 +39,11 @@ from fedzero.core import (
     encode,
 )
 from fedzero.core.bundles import load_client_app, read_app_spec
+from fedzero.core.wire import frames_nbytes
 
 from .._tasks import handle_message
 from ._protocol import EXIT_FATAL, control_frame, parse_control
+from ._shm import SHM_THRESHOLD, SegmentEnds
 
 log = structlog.get_logger(__name__)
 
@@ -58,10 +61,13 @@ def _watch_parent(ppid: int, interval: float, stop: threading.Event) -> None:
 class _Worker:
     """The worker's loop: one DEALER, one app, one Context."""
 
-    def __init__(self, sock: zmq.Socket[bytes], stop: threading.Event) -> None:
+    def __init__(
+        self, sock: zmq.Socket[bytes], stop: threading.Event, shm: SegmentEnds | None
+    ) -> None:
         self._handle = handle_message
         self._sock = sock
         self._stop = stop
+        self._shm = shm
         self._app: ClientApp | None = None
         self._context: Context | None = None
 
@@ -85,7 +91,7 @@ class _Worker:
     def _on(self, header: dict[str, Any], payload: Sequence[zmq.Frame]) -> bool:
         op = header["op"]
         if op == "task":
-            self._task(payload)
+            self._task(header, payload)
         elif op == "init":
             spec = read_app_spec(header["app_dir"])
             self._app = load_client_app(spec)
@@ -115,17 +121,28 @@ class _Worker:
             raise ProtocolError("a task or update came before init")
         return self._app, self._context
 
-    def _task(self, payload: Sequence[zmq.Frame]) -> None:
+    def _task(self, header: dict[str, Any], payload: Sequence[Any]) -> None:
+        frames = self._answer(header, payload)  # the task's views die on return
+        fields: dict[str, Any] = {}
+        if self._shm is not None:
+            if frames_nbytes(frames[1:]) >= SHM_THRESHOLD:
+                fields["shm"] = self._shm.writer.write(frames[1:])
+                del frames[1:]
+            fields.update(self._shm.bookkeeping())
+        frames.insert(0, control_frame("reply", **fields))
+        self._sock.send_multipart(frames, copy=False)
+
+    def _answer(self, header: dict[str, Any], payload: Sequence[Any]) -> list[Any]:
+        """The encoded reply to the task in ``payload`` (inline, or in a shm segment)."""
         app, context = self._loaded()
-        msg = decode(payload)
+        shared = self._shm.receive(header) if self._shm is not None else None
+        msg = decode([*payload[:1], *shared] if shared is not None else payload)
         reply = self._handle(app, msg, context)
         try:
-            frames: list[Any] = encode(reply)
+            return encode(reply)
         except Exception as exc:  # e.g. an array of a dtype the wire does not carry
             reason = f"cannot encode the ClientApp's reply: {type(exc).__name__}: {exc}"
-            frames = encode(msg.create_error_reply(Error(ErrorCode.CLIENT_APP_RAISED, reason)))
-        frames.insert(0, control_frame("reply"))
-        self._sock.send_multipart(frames, copy=False)
+            return encode(msg.create_error_reply(Error(ErrorCode.CLIENT_APP_RAISED, reason)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, required=True, help="exit when it is gone")
     parser.add_argument("--watchdog-interval", type=float, default=1.0)
     parser.add_argument("--log-level", default=None)
+    parser.add_argument("--shm-dir", default=None, help="this worker's shared-memory directory")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     structlog.contextvars.bind_contextvars(worker=args.identity)
@@ -156,9 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.connect(args.endpoint)
+    shm = SegmentEnds.of(Path(args.shm_dir), agent=False) if args.shm_dir else None
     try:
-        return _Worker(sock, stop).serve()
+        return _Worker(sock, stop, shm).serve()
     finally:
+        if shm is not None:
+            shm.close(remove=False)
         stop.set()
         sock.close(linger=2000)
         ctx.term()

@@ -28,6 +28,7 @@ from fedzero.core import (
     encode,
 )
 from fedzero.core.bundles import load_client_app, read_app_spec
+from fedzero.core.wire import as_memoryview
 from fedzero.node import handle_message
 from fedzero.node.workers import WorkerPool, WorkerReply
 from tests.helpers import ECHO_APP
@@ -135,7 +136,7 @@ def test_received_frames_forward_and_reply_arrays_are_views_of_frames(
     (reply,) = agent.collect(1)
     w = reply.message.content["arrays"]["w"]
     np.testing.assert_array_equal(w, np.arange(50_000, dtype=np.float32) + 1)
-    frames = [np.frombuffer(f.buffer, np.uint8) for f in reply.frames]
+    frames = [np.frombuffer(as_memoryview(f, i), np.uint8) for i, f in enumerate(reply.frames)]
     assert any(np.shares_memory(w, f) for f in frames)
     assert decode(reply.frames) == reply.message  # the frames forward as they are
     assert metrics(reply.message)["zero_copy"] == 1  # the worker's arrays were views too
