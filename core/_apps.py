@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeAlias
 
 from ._context import Context
@@ -14,6 +15,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Handler: TypeAlias = Callable[[Message, Context], Message]
 MainFunction: TypeAlias = Callable[["Grid", Context], object]
+Mod: TypeAlias = Callable[[Message, Context, Handler], Message]
+"""A ClientApp mod (Flower's): ``mod(msg, context, call_next) -> reply``."""
+Lifespan: TypeAlias = Callable[[Context], Iterator[None]]
+
+
+def _with_mods(handler: Handler, mods: list[Mod]) -> Handler:
+    """``handler`` wrapped in ``mods``, the first one outermost (Flower's order)."""
+    for mod in reversed(mods):
+        handler = (lambda m, inner: lambda msg, ctx: m(msg, ctx, inner))(mod, handler)
+    return handler
+
+
+def _lifespan_decorator(owner: ClientApp | ServerApp) -> Callable[[Lifespan], Lifespan]:
+    def decorator(fn: Lifespan) -> Lifespan:
+        owner._lifespan = contextlib.contextmanager(fn)
+        return fn
+
+    return decorator
 
 
 class ClientApp:
@@ -32,32 +51,51 @@ class ClientApp:
         def finetune(msg, context): ...
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mods: list[Mod] | None = None) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._mods: list[Mod] = list(mods or [])
+        self._lifespan: Callable[[Context], contextlib.AbstractContextManager[None]] = lambda _: (
+            contextlib.nullcontext()
+        )
 
-    def _register(self, category: str, action: str) -> Callable[[Handler], Handler]:
+    def _register(
+        self, category: str, action: str, mods: list[Mod] | None
+    ) -> Callable[[Handler], Handler]:
         message_type = category if not action else f"{category}.{action}"
         validate_message_type(message_type)
 
         def decorator(fn: Handler) -> Handler:
             if message_type in self._handlers:
                 raise ValueError(f"a handler for {message_type!r} is already registered")
-            self._handlers[message_type] = fn
+            self._handlers[message_type] = _with_mods(fn, [*self._mods, *(mods or [])])
             return fn
 
         return decorator
 
-    def train(self, action: str = "") -> Callable[[Handler], Handler]:
-        """Register a handler for ``"train"`` (or ``"train.<action>"``) messages."""
-        return self._register("train", action)
+    def train(
+        self, action: str = "", *, mods: list[Mod] | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Register a handler for ``"train"`` (or ``"train.<action>"``) messages.
 
-    def evaluate(self, action: str = "") -> Callable[[Handler], Handler]:
+        ``mods`` wrap this handler only, inside the app's own mods.
+        """
+        return self._register("train", action, mods)
+
+    def evaluate(
+        self, action: str = "", *, mods: list[Mod] | None = None
+    ) -> Callable[[Handler], Handler]:
         """Register a handler for ``"evaluate"`` (or ``"evaluate.<action>"``) messages."""
-        return self._register("evaluate", action)
+        return self._register("evaluate", action, mods)
 
-    def query(self, action: str = "") -> Callable[[Handler], Handler]:
+    def query(
+        self, action: str = "", *, mods: list[Mod] | None = None
+    ) -> Callable[[Handler], Handler]:
         """Register a handler for ``"query"`` (or ``"query.<action>"``) messages."""
-        return self._register("query", action)
+        return self._register("query", action, mods)
+
+    def lifespan(self) -> Callable[[Lifespan], Lifespan]:
+        """Register ``fn(context)`` that yields once around every message (Flower's)."""
+        return _lifespan_decorator(self)
 
     @property
     def message_types(self) -> list[str]:
@@ -81,7 +119,8 @@ class ClientApp:
                 f"this ClientApp has no handler for {message.metadata.message_type!r}; "
                 f"it handles {self.message_types}"
             )
-        reply = handler(message, context)
+        with self._lifespan(context):
+            reply = handler(message, context)
         if not isinstance(reply, Message):
             raise TypeError(
                 f"the {message.metadata.message_type!r} handler returned "
@@ -105,6 +144,13 @@ class ServerApp:
 
     def __init__(self) -> None:
         self._main: MainFunction | None = None
+        self._lifespan: Callable[[Context], contextlib.AbstractContextManager[None]] = lambda _: (
+            contextlib.nullcontext()
+        )
+
+    def lifespan(self) -> Callable[[Lifespan], Lifespan]:
+        """Register ``fn(context)`` that yields once around the main function (Flower's)."""
+        return _lifespan_decorator(self)
 
     def main(self) -> Callable[[MainFunction], MainFunction]:
         """Register the main function ``(grid, context) -> None``."""
@@ -127,4 +173,5 @@ class ServerApp:
             raise ConfigurationError(
                 "this ServerApp has no main function; decorate one with @app.main()"
             )
-        self._main(grid, context)
+        with self._lifespan(context):
+            self._main(grid, context)
