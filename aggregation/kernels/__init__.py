@@ -19,14 +19,12 @@ from ._accumulators import (
 from ._accumulators_robust import KrumAccumulator, MedianAccumulator, TrimmedMeanAccumulator
 from ._config import get_num_threads, set_num_threads
 from ._kernels_robust import MEDIAN_CHUNK
+from ._krum import krum_scores, krum_select, pairwise_sq_distances
 from ._ops import (
     all_finite,
     clip_by_norm,
     clip_factor,
-    krum_scores,
-    krum_select,
     l2_norm,
-    pairwise_sq_distances,
     weighted_fold,
     weighted_fold_many,
 )

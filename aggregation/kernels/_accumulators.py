@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -152,12 +152,14 @@ class Accumulator:
             out[name] = value
         return out
 
-    def fold(self, arrays: Arrays, weight: float = 1.0) -> None:
+    def fold(self, arrays: Arrays, weight: float = 1.0, *, key: Hashable | None = None) -> None:
         """Validate one update, then fold it in.
 
         Args:
             arrays: Name to array, same names/shapes/dtypes as the reference.
             weight: Positive finite weight (e.g. the number of examples).
+            key: Sortable identity of the sender (e.g. its node id); methods that
+                pick updates (Krum) break ties by it. Default: arrival order.
 
         Raises:
             UpdateRejected: If the update is invalid (state unchanged).
@@ -168,17 +170,28 @@ class Accumulator:
         with self._lock:
             self._check_capacity(1)
             self._fold([update], [float(weight)])
+            self._note_keys([self.count if key is None else key])
             self.count += 1
             self.total_weight += float(weight)
 
-    def fold_many(self, updates: Sequence[tuple[Arrays, float]]) -> None:
+    def fold_many(
+        self, updates: Sequence[tuple[Arrays, float]], *, keys: Sequence[Hashable] | None = None
+    ) -> None:
         """Validate several ready updates, then fold them in one pass where possible.
 
         All updates are validated first; if any is invalid, none is folded.
 
+        Args:
+            updates: ``(arrays, weight)`` pairs, as for :meth:`fold`.
+            keys: One key per update (see :meth:`fold`), or ``None``.
+
         Raises:
             UpdateRejected: Naming the index of the first invalid update.
+            ValueError: If ``keys`` has the wrong length.
         """
+        if keys is not None and len(keys) != len(updates):
+            msg = f"got {len(keys)} keys for {len(updates)} updates; pass one key per update"
+            raise ValueError(msg)
         checked = []
         for j, (arrays, weight) in enumerate(updates):
             try:
@@ -191,6 +204,7 @@ class Accumulator:
         with self._lock:
             self._check_capacity(len(checked))
             self._fold(checked, weights)
+            self._note_keys(list(keys) if keys else [self.count + j for j in range(len(checked))])
             self.count += len(checked)
             self.total_weight += sum(weights)
 
@@ -218,6 +232,9 @@ class Accumulator:
 
     def _check_capacity(self, incoming: int) -> None:
         """Raise :class:`UpdateRejected` if ``incoming`` more updates do not fit."""
+
+    def _note_keys(self, keys: list[Hashable]) -> None:
+        """Remember the keys of the updates just folded (only methods that pick updates)."""
 
     def _begin(self) -> None:
         raise NotImplementedError

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
-from numba import typed
 
-from . import _kernels as k
 from ._accumulators import Accumulator, UpdateRejected
-from ._config import parallel_launch
-from ._ops import input_view, inputs_list, krum_select, weighted_fold_many
+from ._krum import gram_sq_distances, krum_select
+from ._ops import inputs_list, weighted_fold_many
 from ._robust import TrimmedMeanState, coordinate_median
 
 __all__ = ["KrumAccumulator", "MedianAccumulator", "TrimmedMeanAccumulator"]
@@ -124,11 +123,14 @@ class MedianAccumulator(_BufferingAccumulator):
 
 
 class KrumAccumulator(_BufferingAccumulator):
-    """Krum / Multi-Krum (Blanchard et al. 2017), with distances computed as updates arrive.
+    """Krum / Multi-Krum (Blanchard et al. 2017) over the buffered updates.
 
-    Folding update ``j`` computes its squared L2 distances (over all arrays) to the
-    ``j`` updates already buffered, in one pass over each array. At ``finish``, each
-    update's score is the sum of its ``max(1, K - f - 2)`` smallest distances.
+    Folding keeps the update (validated; a reference with ``copy=False``). The
+    squared L2 distances (over all arrays) are computed once, when the round
+    finishes, in one pass over every update (Gram identity, each distance within
+    1e-9 relative of the exact one). Each update's score is the sum of its
+    ``max(1, K - f - 2)`` smallest distances; equal scores go to the lower key
+    (the ``key`` given to :meth:`fold`, e.g. the node id; else arrival order).
 
     Args:
         num_malicious: ``f``, the number of Byzantine clients tolerated.
@@ -156,43 +158,36 @@ class KrumAccumulator(_BufferingAccumulator):
             raise ValueError(msg)
         self.num_malicious = num_malicious
         self.num_to_keep = num_to_keep
-        self._rows: list[np.ndarray] = []
-        self._views: dict[str, typed.List[Any]] = {}
+        self._keys: list[Hashable] = []
+        self._dist: np.ndarray | None = None
 
     def _begin(self) -> None:
         super()._begin()
-        self._rows = []
-        self._views = {}
+        self._keys = []
+        self._dist = None
 
     def _fold(self, updates: list[dict[str, np.ndarray]], weights: list[float]) -> None:
-        for update in updates:
-            self._keep([update], [])
-            kept = self._updates[-1]
-            row = np.zeros(len(self._rows), np.float64)
-            for name, arr in kept.items():
-                view, fmt = input_view(arr, name)
-                seen = self._views.get(name)
-                if seen is None:
-                    self._views[name] = typed.List([view])
-                    continue
-                with parallel_launch():
-                    row += k.sq_distances(view, seen, fmt)
-                seen.append(view)
-            self._rows.append(row)
-        self._weights.extend(weights)
+        self._keep(updates, weights)
+        self._dist = None
+
+    def _note_keys(self, keys: list[Hashable]) -> None:
+        self._keys.extend(keys)
 
     def distances(self) -> np.ndarray:
         """The ``(K, K)`` squared-distance matrix of the updates folded so far."""
-        n = len(self._rows)
-        dist = np.zeros((n, n), np.float64)
-        for j, row in enumerate(self._rows):
-            dist[j, :j] = row
-            dist[:j, j] = row
-        return dist
+        if self._dist is None or self._dist.shape[0] != len(self._updates):
+            if not self._updates:
+                return np.zeros((0, 0), np.float64)
+            inputs = []
+            for name in self._specs:
+                views, fmt, _ = inputs_list([u[name] for u in self._updates], what=name)
+                inputs.append((views, fmt))
+            self._dist = gram_sq_distances(inputs)
+        return self._dist
 
     def _finish(self) -> dict[str, np.ndarray]:
         keep = min(max(1, self.num_to_keep), self.count)
-        best = krum_select(self.distances(), self.num_malicious, keep)
+        best = krum_select(self.distances(), self.num_malicious, keep, self._keys)
         if self.num_to_keep == 0:
             return {n: a.copy() for n, a in self._updates[best[0]].items()}
         out: dict[str, np.ndarray] = {}

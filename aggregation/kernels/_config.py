@@ -28,11 +28,13 @@ import numba
 __all__ = [
     "BLOCK",
     "PARALLEL",
+    "REASSOC",
     "SERIAL",
     "get_num_threads",
     "kernel",
     "parallel_kernel",
     "parallel_launch",
+    "reassoc_kernel",
     "set_num_threads",
 ]
 
@@ -49,6 +51,14 @@ SERIAL: Final[dict[str, Any]] = {
 PARALLEL: Final[dict[str, Any]] = {**SERIAL, "parallel": True}
 """Flags for ``prange`` kernels; each iteration writes a disjoint slice."""
 
+REASSOC: Final[dict[str, Any]] = {**SERIAL, "fastmath": {"reassoc"}}
+"""Flags for float64 dot products only: LLVM may reorder the sum to vectorize it.
+
+Used where the caller bounds the rounding error of the sum and checks it (the
+Krum Gram matrix); the order still depends only on the compiled code, never on
+the thread count.
+"""
+
 BLOCK: Final[int] = 8192
 """Coordinates per parallel work item: the accumulator block stays in L1/L2."""
 
@@ -62,6 +72,11 @@ _num_threads: int = _POOL_SIZE
 def kernel(fn: F) -> F:
     """Compile ``fn`` as a serial kernel with :data:`SERIAL` flags."""
     return cast(F, numba.njit(**SERIAL)(fn))
+
+
+def reassoc_kernel(fn: F) -> F:
+    """Compile ``fn`` as a serial kernel with :data:`REASSOC` flags (vectorized sums)."""
+    return cast(F, numba.njit(**REASSOC)(fn))
 
 
 def parallel_kernel(fn: F) -> F:

@@ -1,4 +1,4 @@
-"""Public kernel wrappers: weighted folds, finiteness, norms, clipping, Krum.
+"""Public kernel wrappers: weighted folds, finiteness, norms, clipping.
 
 Each wrapper checks types, dtypes, shapes and contiguity, raises ``TypeError`` or
 ``ValueError`` with what to do about it, allocates outputs and launches the kernel
@@ -27,10 +27,7 @@ __all__ = [
     "all_finite",
     "clip_by_norm",
     "clip_factor",
-    "krum_scores",
-    "krum_select",
     "l2_norm",
-    "pairwise_sq_distances",
     "weighted_fold",
     "weighted_fold_many",
 ]
@@ -248,69 +245,3 @@ def clip_by_norm(x: npt.NDArray[Any], max_norm: float) -> FloatArray:
     out = np.zeros(x.shape, dtype)
     weighted_fold(out, x, factor)
     return out
-
-
-def pairwise_sq_distances(xs: Sequence[npt.NDArray[Any]]) -> npt.NDArray[np.float64]:
-    """Matrix of squared L2 distances between clients (float64, symmetric, zero diagonal).
-
-    Built incrementally, the way replies arrive: client ``j`` is compared with
-    clients ``0..j-1`` in one pass over its array.
-
-    Raises:
-        TypeError: On an unsupported or mixed dtype.
-        ValueError: On an empty sequence or a shape mismatch.
-    """
-    views, fmt, _ = inputs_list(xs)
-    n = len(views)
-    dist = np.zeros((n, n), np.float64)
-    for j in range(1, n):
-        with parallel_launch():
-            row = k.sq_distances(views[j], views[:j], fmt)
-        dist[j, :j] = row
-        dist[:j, j] = row
-    return dist
-
-
-def krum_scores(dist: npt.NDArray[np.float64], num_malicious: int) -> npt.NDArray[np.float64]:
-    """Krum score of each client: sum of its ``K - f - 2`` smallest distances to others.
-
-    Flower's rule: ``max(1, K - f - 2)`` closest neighbours, self excluded.
-
-    Args:
-        dist: ``(K, K)`` squared-distance matrix (e.g. from :func:`pairwise_sq_distances`).
-        num_malicious: ``f``, the number of Byzantine clients tolerated.
-
-    Raises:
-        ValueError: On a non-square matrix or a negative ``num_malicious``.
-    """
-    d = np.asarray(dist, np.float64)
-    if d.ndim != 2 or d.shape[0] != d.shape[1]:
-        msg = f"dist must be a square (K, K) matrix, got shape {d.shape}"
-        raise ValueError(msg)
-    if num_malicious < 0:
-        msg = f"num_malicious must be >= 0, got {num_malicious}"
-        raise ValueError(msg)
-    n = d.shape[0]
-    if n == 1:
-        return np.zeros(1, np.float64)
-    closest = min(max(1, n - num_malicious - 2), n - 1)
-    others = np.where(np.eye(n, dtype=bool), np.inf, d)
-    part = np.partition(others, closest - 1, axis=1)[:, :closest]
-    scores: npt.NDArray[np.float64] = np.sort(part, axis=1).sum(axis=1)
-    return scores
-
-
-def krum_select(
-    dist: npt.NDArray[np.float64], num_malicious: int, num_to_keep: int = 1
-) -> list[int]:
-    """Indices of the ``num_to_keep`` clients with the lowest Krum scores (ties: lowest index).
-
-    Raises:
-        ValueError: If ``num_to_keep`` is not in ``1..K``.
-    """
-    scores = krum_scores(dist, num_malicious)
-    if not 1 <= num_to_keep <= scores.shape[0]:
-        msg = f"num_to_keep must be in 1..{scores.shape[0]}, got {num_to_keep}"
-        raise ValueError(msg)
-    order = np.argsort(scores, kind="stable")
-    return [int(i) for i in order[:num_to_keep]]

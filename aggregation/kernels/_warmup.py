@@ -9,7 +9,8 @@ import structlog
 
 from .._dtypes import ACCUMULATOR_DTYPES, INPUT_DTYPES
 from ._accumulators import WeightedMeanAccumulator
-from ._ops import all_finite, l2_norm, pairwise_sq_distances, weighted_fold, weighted_fold_many
+from ._krum import pairwise_sq_distances
+from ._ops import all_finite, l2_norm, weighted_fold, weighted_fold_many
 from ._robust import NETWORK_MAX_CLIENTS, coordinate_median, trimmed_mean
 
 __all__ = ["warmup"]

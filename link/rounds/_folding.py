@@ -169,14 +169,15 @@ class RoundState:
                 good.append((job, self._pairs(arrays, job[5])))
             except UpdateRejected as exc:
                 outcomes.append(("folded", round_id, reply_to, node_id, exc.reason))
-        try:
-            self.acc.fold_many([p for _, pairs in good for p in pairs])
+        try:  # node ids as keys: Krum breaks equal scores by node id, not arrival order
+            keys = [job[3] for job, pairs in good for _ in pairs]
+            self.acc.fold_many([p for _, pairs in good for p in pairs], keys=keys)
             accepted = good
         except UpdateRejected:  # rare: find the bad ones, fold the rest one by one
             accepted = []
             for job, pairs in good:
                 try:
-                    self.acc.fold_many(pairs)
+                    self.acc.fold_many(pairs, keys=[job[3]] * len(pairs))
                     accepted.append((job, pairs))
                 except UpdateRejected as exc:
                     outcomes.append(("folded", job[1], job[2], job[3], exc.reason))
