@@ -30,6 +30,8 @@ from ._build import build_bundle
 from ._cache import BundleCache, BundlePolicy
 from ._format import DEFAULT_EXCLUDES, MANIFEST_NAME, Bundle, BundleError, canonical_json
 from ._loader import (
+    app_table,
+    flatten_config,
     load_client_app,
     load_object,
     load_server_app,
@@ -45,9 +47,11 @@ __all__ = [
     "BundleCache",
     "BundleError",
     "BundlePolicy",
+    "app_table",
     "build_bundle",
     "canonical_json",
     "extract_bundle",
+    "flatten_config",
     "load_client_app",
     "load_object",
     "load_server_app",

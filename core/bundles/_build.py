@@ -26,7 +26,7 @@ from ._format import (
     _path_problem,
     canonical_json,
 )
-from ._loader import read_app_spec
+from ._loader import app_table, read_app_spec
 
 
 def build_bundle(app_dir: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Bundle:
@@ -104,14 +104,13 @@ def _add_entry(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
 
 
 def _patterns(pyproject: Path) -> tuple[list[str], list[str]]:
-    table = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["fedzero"]["app"]
+    data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    table, where = app_table(data, pyproject)
     out = []
     for key in ("include", "exclude"):
         value = table.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigurationError(
-                f"{pyproject}: tool.fedzero.app.{key} must be a list of glob patterns"
-            )
+            raise ConfigurationError(f"{pyproject}: {where}.{key} must be a list of glob patterns")
         out.append(value)
     return out[0], out[1]
 

@@ -8,6 +8,19 @@
 
     [tool.fedzero.app.config]
     num-rounds = 10
+
+A Flower app's own table is read as it is (``flwr`` for ``fedzero``), with its
+nested config tables flattened with dots as Flower does:
+
+.. code-block:: toml
+
+    [tool.flwr.app.components]
+    serverapp = "quickstart.server_app:app"
+    clientapp = "quickstart.client_app:app"
+
+    [tool.flwr.app.config]
+    num-server-rounds = 3
+    model.hidden = 64          # run_config["model.hidden"]
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ import dataclasses
 import importlib
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,7 +51,7 @@ class AppSpec:
 
 
 def read_app_spec(app_dir: str | Path) -> AppSpec:
-    """Read ``[tool.fedzero.app]`` from ``app_dir/pyproject.toml``.
+    """Read ``[tool.fedzero.app]`` or Flower's ``[tool.flwr.app]`` from ``app_dir/pyproject.toml``.
 
     Raises:
         ConfigurationError: the file or a required key is missing or invalid.
@@ -48,22 +62,58 @@ def read_app_spec(app_dir: str | Path) -> AppSpec:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"{path}: cannot read an app project ({exc})") from exc
-    app = data.get("tool", {}).get("fedzero", {}).get("app")
-    if not isinstance(app, dict):
-        raise ConfigurationError(f"{path}: no [tool.fedzero.app] table")
+    app, where = app_table(data, path)
+    components = app.get("components", {}) if where == "tool.flwr.app" else app
     refs = {}
     for key in ("serverapp", "clientapp"):
-        value = app.get(key)
+        value = components.get(key) if isinstance(components, dict) else None
         if not isinstance(value, str) or ":" not in value:
-            raise ConfigurationError(
-                f'{path}: tool.fedzero.app.{key} must be "package.module:attr"'
-            )
+            table = "tool.flwr.app.components" if where == "tool.flwr.app" else where
+            raise ConfigurationError(f'{path}: {table}.{key} must be "package.module:attr"')
         refs[key] = value
     config = app.get("config", {})
-    if not isinstance(config, dict) or any(isinstance(v, dict | list) for v in config.values()):
-        raise ConfigurationError(f"{path}: tool.fedzero.app.config must map names to scalars")
+    if not isinstance(config, dict):
+        raise ConfigurationError(f"{path}: {where}.config must be a table")
     name = str(data.get("project", {}).get("name", root.name))
-    return AppSpec(root, name, refs["serverapp"], refs["clientapp"], dict(config))
+    flat = flatten_config(config, where=f"{path}: {where}.config")
+    return AppSpec(root, name, refs["serverapp"], refs["clientapp"], flat)
+
+
+def app_table(data: Mapping[str, Any], path: Path) -> tuple[dict[str, Any], str]:
+    """Return the app's table of a parsed pyproject and its dotted name.
+
+    ``[tool.fedzero.app]`` wins over Flower's ``[tool.flwr.app]`` when both exist.
+
+    Raises:
+        ConfigurationError: neither table exists.
+    """
+    tool = data.get("tool", {})
+    for owner in ("fedzero", "flwr"):
+        app = tool.get(owner, {}).get("app") if isinstance(tool.get(owner), dict) else None
+        if isinstance(app, dict):
+            return app, f"tool.{owner}.app"
+    raise ConfigurationError(f"{path}: no [tool.fedzero.app] (or Flower's [tool.flwr.app]) table")
+
+
+def flatten_config(table: Mapping[str, Any], *, where: str, prefix: str = "") -> UserConfig:
+    """Flatten nested tables with dots (``{"a": {"b": 1}}`` → ``{"a.b": 1}``), as Flower does.
+
+    Raises:
+        ConfigurationError: a value is not a bool, int, float, str or table.
+    """
+    out: UserConfig = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_config(value, where=where, prefix=f"{name}."))
+        elif isinstance(value, bool | int | float | str):
+            out[name] = value
+        else:
+            raise ConfigurationError(
+                f"{where}: {name} is a {type(value).__name__}; run config values are "
+                "bool, int, float or str (or tables of them)"
+            )
+    return out
 
 
 def load_object(ref: str, root: Path | None = None) -> Any:

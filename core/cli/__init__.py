@@ -2,6 +2,7 @@
 
 from ._control_client import ControlClient
 from ._main import run
+from ._run_config import parse_run_config
 from ._templates import FRAMEWORKS, create_app, package_name
 
 __all__ = [
@@ -9,5 +10,6 @@ __all__ = [
     "ControlClient",
     "create_app",
     "package_name",
+    "parse_run_config",
     "run",
 ]

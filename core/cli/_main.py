@@ -15,6 +15,7 @@ from rich.table import Table
 
 from .. import ConfigurationError, FedzeroError, generate_keys
 from ._control_client import ControlClient, resolve_connection
+from ._run_config import RUN_CONFIG_HELP
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="fedzero: federated learning on ZeroMQ."
@@ -27,17 +28,17 @@ def local(
     nodes: Annotated[int, typer.Option("--nodes", "-n", min=1, help="Nodes to start.")] = 4,
     run_config: Annotated[
         Optional[list[str]],  # noqa: UP045 - typer needs Optional here
-        typer.Option("--run-config", "-c", help="Override run config, key=value (repeatable)."),
+        typer.Option("--run-config", "-c", help=RUN_CONFIG_HELP),
     ] = None,
 ) -> None:
     """Start a link and N nodes on this machine, run the app once, stop them all."""
     from .. import configure_logging
-    from ..bundles import parse_config_items
     from ._local import run_local
+    from ._run_config import parse_run_config
 
     configure_logging("warning", fmt="console", stream=sys.stderr)
     try:
-        code = run_local(app_dir, nodes, parse_config_items(run_config or []))
+        code = run_local(app_dir, nodes, parse_run_config(run_config))
     except ConfigurationError as exc:
         typer.echo(f"fedzero local: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -79,7 +80,7 @@ def run_app(
     app_dir: Annotated[Path, typer.Argument(help="App project folder.")] = Path("."),
     run_config: Annotated[
         Optional[list[str]],  # noqa: UP045
-        typer.Option("--run-config", "-c", help="Override run config, key=value (repeatable)."),
+        typer.Option("--run-config", "-c", help=RUN_CONFIG_HELP),
     ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", help="Stream the run's log until it ends.")
@@ -89,12 +90,13 @@ def run_app(
     as_json: _JSON = False,
 ) -> None:
     """Bundle the app, submit it to the link, and (with --follow) watch it run."""
-    from ..bundles import build_bundle, parse_config_items
+    from ..bundles import build_bundle
     from ._local import check_run_config
+    from ._run_config import parse_run_config
 
     try:
         bundle = build_bundle(app_dir)
-        overrides = parse_config_items(run_config or [])
+        overrides = parse_run_config(run_config)
         check_run_config(overrides, bundle.config)
     except (ConfigurationError, ValueError) as exc:
         typer.echo(f"fedzero run: {exc}", err=True)
