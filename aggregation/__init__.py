@@ -13,9 +13,11 @@ from ._dp_strategies import (
     DifferentialPrivacyServerSideFixedClipping,
 )
 from ._metrics import weighted_metrics_mean
+from ._mods import adaptiveclipping_mod, fixedclipping_mod
 from ._privacy import PrivacyAccountant
 from ._result import Result
 from ._server_opt import ServerAdagrad, ServerAdam, ServerMomentum, ServerYogi
+from ._serverside import Bulyan, QFedAvg
 from ._strategies import (
     FedAdagrad,
     FedAdam,
@@ -29,8 +31,10 @@ from ._strategies import (
     MultiKrum,
 )
 from ._strategy import Strategy
+from ._xgb import FedXgbBagging, FedXgbCyclic
 
 __all__ = [
+    "Bulyan",
     "DifferentialPrivacyClientSideAdaptiveClipping",
     "DifferentialPrivacyClientSideFixedClipping",
     "DifferentialPrivacyServerSideAdaptiveClipping",
@@ -42,17 +46,22 @@ __all__ = [
     "FedMedian",
     "FedProx",
     "FedTrimmedAvg",
+    "FedXgbBagging",
+    "FedXgbCyclic",
     "FedYogi",
     "Krum",
     "MultiKrum",
     "PrivacyAccountant",
+    "QFedAvg",
     "Result",
     "ServerAdagrad",
     "ServerAdam",
     "ServerMomentum",
     "ServerYogi",
     "Strategy",
+    "adaptiveclipping_mod",
     "aggregate_arrayrecords",
     "aggregate_metricrecords",
+    "fixedclipping_mod",
     "weighted_metrics_mean",
 ]

@@ -10,6 +10,7 @@ from fedzero import aggregation
 from fedzero.aggregation import kernels
 
 STRATEGY_API = [
+    "Bulyan",
     "DifferentialPrivacyClientSideAdaptiveClipping",
     "DifferentialPrivacyClientSideFixedClipping",
     "DifferentialPrivacyServerSideAdaptiveClipping",
@@ -21,18 +22,23 @@ STRATEGY_API = [
     "FedMedian",
     "FedProx",
     "FedTrimmedAvg",
+    "FedXgbBagging",
+    "FedXgbCyclic",
     "FedYogi",
     "Krum",
     "MultiKrum",
     "PrivacyAccountant",
+    "QFedAvg",
     "Result",
     "ServerAdagrad",
     "ServerAdam",
     "ServerMomentum",
     "ServerYogi",
     "Strategy",
+    "adaptiveclipping_mod",
     "aggregate_arrayrecords",
     "aggregate_metricrecords",
+    "fixedclipping_mod",
     "weighted_metrics_mean",
 ]
 
