@@ -50,12 +50,13 @@ def bfloat16() -> np.dtype[Any]:
     """Return the bfloat16 NumPy dtype (``ml_dtypes.bfloat16``), importing ``ml_dtypes``."""
     import ml_dtypes
 
-    return np.dtype(ml_dtypes.bfloat16)
+    dtype: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
+    return dtype
 
 
 def is_bfloat16(dtype: np.dtype[Any]) -> bool:
     """Whether ``dtype`` is bfloat16, without importing ``ml_dtypes`` if nothing did."""
-    return "ml_dtypes" in sys.modules and dtype == bfloat16()
+    return "ml_dtypes" in sys.modules and bool(dtype == bfloat16())
 
 
 @functools.cache

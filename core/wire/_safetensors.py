@@ -9,12 +9,12 @@ the order of their data offsets. Joined, the frames are a byte-exact
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
+import orjson
 
 from .._array_record import NDArray
 from .._dtypes import numpy_dtype, safetensors_name
@@ -51,7 +51,7 @@ def build_payload(
             "data_offsets": [offset, end],
         }
         offset = end
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw = orjson.dumps(header)  # compact UTF-8, as json.dumps(separators=(",", ":")) would
     raw += b" " * (-len(raw) % 8)
     first = len(raw).to_bytes(_LEN, "little") + raw
     return [first, *(tensor_frame(arr) for _, arr in tensors)]
