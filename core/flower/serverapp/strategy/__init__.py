@@ -4,7 +4,10 @@ Re-exported from :mod:`fedzero.aggregation`; importing them does not import Numb
 """
 
 from fedzero.aggregation import (
+    Bulyan,
+    DifferentialPrivacyClientSideAdaptiveClipping,
     DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideAdaptiveClipping,
     DifferentialPrivacyServerSideFixedClipping,
     FedAdagrad,
     FedAdam,
@@ -13,15 +16,21 @@ from fedzero.aggregation import (
     FedMedian,
     FedProx,
     FedTrimmedAvg,
+    FedXgbBagging,
+    FedXgbCyclic,
     FedYogi,
     Krum,
     MultiKrum,
+    QFedAvg,
     Result,
     Strategy,
 )
 
 __all__ = [
+    "Bulyan",
+    "DifferentialPrivacyClientSideAdaptiveClipping",
     "DifferentialPrivacyClientSideFixedClipping",
+    "DifferentialPrivacyServerSideAdaptiveClipping",
     "DifferentialPrivacyServerSideFixedClipping",
     "FedAdagrad",
     "FedAdam",
@@ -30,9 +39,12 @@ __all__ = [
     "FedMedian",
     "FedProx",
     "FedTrimmedAvg",
+    "FedXgbBagging",
+    "FedXgbCyclic",
     "FedYogi",
     "Krum",
     "MultiKrum",
+    "QFedAvg",
     "Result",
     "Strategy",
 ]
