@@ -34,7 +34,7 @@ from .wire import (
     PEER_VERSION,
     RUN_SECRET_ENV,
     control,
-    decode,
+    decode_parsed,
     encode_content,
     finite_json,
     metadata_json,
@@ -348,9 +348,9 @@ class Grid:
     def _handle(self, frames: list[zmq.Frame]) -> str | None:
         """Handle one message from the link; return the id it answers, if a reply."""
         try:
-            kind, header, _ = parse_envelope(frames)
+            kind, header, views = parse_envelope(frames)
             if kind == "message":
-                msg = decode(frames)
+                msg = decode_parsed(header, views)  # frame 0 is parsed once
                 meta = msg.metadata
                 self._replies[meta.reply_to_message_id] = msg
                 self._emit(

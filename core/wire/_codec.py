@@ -352,9 +352,26 @@ def decode(frames: Sequence[object], *, limits: DecodeLimits | None = None) -> M
     if not frames:
         raise DeserializationError("no frames")
     views = [as_memoryview(f, i) for i, f in enumerate(frames)]
-    header = decode_header(views[0], limits)
-    if header["kind"] != KIND_MESSAGE:
-        raise DeserializationError(f"frame 0: kind {header['kind']!r:.40} is not a message")
+    return decode_parsed(decode_header(views[0], limits), views, limits=limits)
+
+
+def decode_parsed(
+    header: dict[str, Any], views: Sequence[memoryview], *, limits: DecodeLimits | None = None
+) -> Message:
+    """:func:`decode` for frames whose header is already parsed: frame 0 is not read again.
+
+    Args:
+        header: frame 0 as :func:`parse_envelope` (or :func:`decode_header`)
+            returned it, over the same ``limits``.
+        views: all the frames, frame 0 included, as :func:`parse_envelope` returned them.
+        limits: caps on sizes and counts (default :class:`DecodeLimits`).
+
+    Raises:
+        DeserializationError: as :func:`decode`.
+    """
+    limits = limits or _DEFAULT_LIMITS
+    if header.get("kind") != KIND_MESSAGE:
+        raise DeserializationError(f"frame 0: kind {header.get('kind')!r:.40} is not a message")
     allowed = {"v", "kind", "metadata", "content", "error"}
     if set(header) - allowed or ("content" in header) == ("error" in header):
         raise DeserializationError("frame 0: header needs v, kind, metadata, and content or error")

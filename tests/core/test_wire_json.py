@@ -12,12 +12,14 @@ import json
 import math
 from typing import Any
 
+import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedzero.core import DeserializationError
-from fedzero.core.wire import dumps_strict, loads_strict
+from fedzero.core import ArrayRecord, DeserializationError, Message, RecordDict, encode
+from fedzero.core.wire import control, decode_parsed, dumps_strict, loads_strict, parse_envelope
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 SCALARS = st.none() | st.booleans() | INT64 | st.floats(allow_nan=False, allow_infinity=False)
@@ -136,3 +138,25 @@ def test_writing_keeps_non_finite_floats_and_nulls_apart() -> None:
         "none": None,
     }
     assert dumps_strict({"n": 2**64, 1: "k"}) == b'{"n":18446744073709551616,"1":"k"}'
+
+
+def test_a_message_is_parsed_once_through_parse_envelope_and_decode_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    content = RecordDict({"arrays": ArrayRecord({"w": np.ones(3, np.float32)})})
+    frames = encode(Message(content, dst_node_id=1, message_type="train"))
+    parsed: list[bytes] = []
+    loads = orjson.loads
+
+    def counting(data: bytes) -> Any:
+        parsed.append(bytes(data[:12]))
+        return loads(data)
+
+    monkeypatch.setattr(orjson, "loads", counting)
+    kind, header, views = parse_envelope(frames)
+    msg = decode_parsed(header, views)
+    assert kind == "message"
+    assert parsed == [b'{"v":1,"kind', b'{"w":{"dtype']  # frame 0 once, the tensor header once
+    assert msg.content["arrays"]["w"].tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(DeserializationError, match="is not a message"):
+        decode_parsed(parse_envelope(control("ping"))[1], [])
