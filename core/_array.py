@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from ._dtypes import BFLOAT16, safetensors_name
+from ._dtypes import bfloat16, safetensors_name
 
 NDArray: TypeAlias = npt.NDArray[Any]
 """Any NumPy array (the dtype is one of :data:`fedzero.core.SUPPORTED_DTYPES`)."""
@@ -46,7 +46,7 @@ def _tensor_to_numpy(tensor: Any, name: str) -> NDArray:
     if not t.is_contiguous():
         t = t.contiguous()
     if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(BFLOAT16)  # type: ignore[no-any-return]
+        return t.view(torch.int16).numpy().view(bfloat16())  # type: ignore[no-any-return]
     try:
         return t.numpy()  # type: ignore[no-any-return]
     except TypeError as exc:

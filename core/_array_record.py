@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._array import Array, NDArray, as_record_array, torch_module
-from ._dtypes import BFLOAT16
+from ._dtypes import is_bfloat16
 from ._mapping import ValidatingMapping
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -181,7 +181,7 @@ class ArrayRecord(ValidatingMapping[NDArray]):
             warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
             for key, stored in self._data.items():
                 arr = stored.copy() if copy else stored
-                if arr.dtype == BFLOAT16:
+                if is_bfloat16(arr.dtype):
                     out[key] = torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
                 else:
                     out[key] = torch.from_numpy(arr)
