@@ -6,14 +6,28 @@ connects a DEALER whose routing id is given on its command line
 frame, a UTF-8 JSON object ``{"fzw": 1, "op": <op>, ...fields}``; a task and a
 reply are followed by the frames of a fedzero Message exactly as
 :func:`fedzero.core.encode` makes them (sent with ``copy=False``, decoded
-zero-copy with :func:`fedzero.core.decode`: no pickle, and the tensor bytes
-cross the ipc hop with one kernel copy).
+zero-copy with :func:`fedzero.core.decode`; no pickle).
+
+Shared memory: when the pool has a segment directory (the default; the worker
+gets it as ``--shm-dir``), a payload (frames 1.. of the Message) of at least
+64 KiB does not follow the control frame: the sender copies it into one of its
+segments (files ``down-<n>`` written by the agent, ``up-<n>`` by the worker, in
+the worker's directory; see :mod:`._shm`) and the control frame of a ``task``
+or ``reply`` carries ``shm: {"seg": <name>, "sizes": [<bytes of each frame>]}``;
+only the Message's header frame follows. Frame i starts at the first multiple
+of 64 at or after the end of frame i-1 (frame 1 at offset 0). Every ``task``
+and ``reply`` of a worker with a directory also carries ``released`` (names of
+the peer's segments none of whose views are alive any more: the peer may write
+them again) and ``gone`` (names of the sender's segments it deleted: the peer
+drops its mapping). A sender never writes a segment it has not got back as
+released, so a receiver's views never change under it.
 
 ======================  =====================================================
 worker -> agent         fields
 ======================  =====================================================
 ``hello``               ``pid``: sent once, on connecting
-``reply``               (none); followed by the reply Message frames
+``reply``               ``shm``, ``released``, ``gone`` (see above); followed
+                        by the reply Message frames (or its header frame)
 ``fatal``               ``reason``: the worker cannot go on (the app does not
                         load, a protocol error) and exits with code 2
 ======================  =====================================================
@@ -26,8 +40,9 @@ agent -> worker         fields
                         worker loads the ClientApp and builds the Context
 ``update``              ``node_id``, ``run_config``: the agent's view changed
                         (re-registration, a new ``run`` control message)
-``task``                (none); followed by the task Message frames; answered
-                        by exactly one ``reply``
+``task``                ``shm``, ``released``, ``gone`` (see above); followed
+                        by the task Message frames (or its header frame);
+                        answered by exactly one ``reply``
 ``stop``                (none): exit after the current task, with code 0
 ======================  =====================================================
 """

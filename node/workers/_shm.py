@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -201,7 +202,7 @@ class SegmentReader:
         self._dir = directory
         self._prefix = prefix
         self._maps: dict[str, mmap.mmap] = {}
-        self._held: list[tuple[str, memoryview]] = []
+        self._held: list[tuple[str, weakref.ref[Bytes]]] = []
 
     def open(self, field: object) -> list[Bytes]:
         """The frames a control field names, as read-only uint8 views of the segment.
@@ -217,9 +218,10 @@ class SegmentReader:
             mapping = self._maps[name] = self._map(name)
         if end > len(mapping):
             raise DeserializationError(f"shm segment {name}: {end} bytes needed, {len(mapping)}")
-        held = memoryview(mapping)[:end]
-        self._held.append((name, held))
-        whole = np.frombuffer(held, dtype=np.uint8)  # every view below keeps `held` exported
+        # Every frame, and every array decoded from one, keeps `whole` alive (NumPy
+        # bases, and memoryviews' exporters): it dies with the last view of the message.
+        whole = np.frombuffer(mapping, dtype=np.uint8, count=end)
+        self._held.append((name, weakref.ref(whole)))
         return [whole[start : start + size] for start, size in zip(offsets, sizes, strict=True)]
 
     def _map(self, name: str) -> mmap.mmap:
@@ -238,12 +240,7 @@ class SegmentReader:
 
     def released(self) -> list[str]:
         """The segments none of whose views are alive any more (each named once)."""
-        busy: list[tuple[str, memoryview]] = []
-        for name, held in self._held:
-            try:
-                held.release()  # BufferError while a view of it lives
-            except BufferError:
-                busy.append((name, held))
+        busy = [(name, ref) for name, ref in self._held if ref() is not None]
         names = {name for name, _ in self._held} - {name for name, _ in busy}
         self._held = busy
         return sorted(names)
