@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -45,7 +46,10 @@ _ControlAllowed = Annotated[
 _Retention = Annotated[_Int, typer.Option(help="Newest checkpoints kept per run, 0 = all [3].")]
 _Grace = Annotated[_Float, typer.Option(help="SIGTERM: seconds to finish rounds [30].")]
 _LogLevel = Annotated[_Str, typer.Option(help="debug, info, warning, error [info].")]
-_Warmup = Annotated[_Bool, typer.Option("--warmup/--no-warmup", help="Compile kernels at start.")]
+_Warmup = Annotated[
+    _Bool, typer.Option("--warmup/--no-warmup", help="Compile every kernel at start [no].")
+]
+_CacheDir = Annotated[_Path, typer.Option(help="Compiled-kernel cache [Numba's default].")]
 
 
 @app.command()
@@ -69,6 +73,7 @@ def main(
     drain_grace: _Grace = None,
     log_level: _LogLevel = None,
     warmup: _Warmup = None,
+    cache_dir: _CacheDir = None,
 ) -> None:
     """Serve nodes, ServerApps and the CLI until SIGTERM (drain) or SIGINT."""
     cli = DaemonCli("fedzero-link", "link", LinkConfig, locals())
@@ -76,6 +81,8 @@ def main(
     if cfg.state_dir is None:  # the daemon keeps its history: user data dir, or systemd's
         cfg.state_dir = default_state_dir() / "link"
     cli.setup(cfg)
+    if cfg.cache_dir is not None:  # before the fold worker imports Numba
+        os.environ["FEDZERO_CACHE_DIR"] = str(cfg.cache_dir)
     try:
         link = Link(cfg, notifier=cli.notifier)
     except ConfigurationError as exc:

@@ -62,8 +62,14 @@ class LinkConfig:
             bounds the disk a long run takes (300 rounds of a 100 MB model).
         drain_grace: on SIGTERM, seconds in-flight rounds may take to finish.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
-        warmup: compile every aggregation kernel at start-up (in the fold
-            worker, so the link serves at once) rather than at the first round.
+        warmup: compile every aggregation kernel for every dtype at start-up (in
+            the fold worker, so the link serves at once; minutes on a cold cache).
+            Off by default: each round compiles only the kernels it needs, in the
+            background from the moment it opens (FedAvg folds in NumPy meanwhile).
+        cache_dir: where compiled kernels are cached (Numba's cache goes in its
+            ``numba`` subdirectory; sets ``FEDZERO_CACHE_DIR``). None: Numba's
+            default, next to the installed sources if writable, else the user's
+            cache directory. systemd units point it at ``CacheDirectory=``.
     """
 
     fleet_address: str = DEFAULT_FLEET_ADDRESS
@@ -83,7 +89,8 @@ class LinkConfig:
     checkpoint_retention: int = 3
     drain_grace: float = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    warmup: bool = True
+    warmup: bool = False
+    cache_dir: Path | None = None
 
     @property
     def max_message_bytes(self) -> int:
