@@ -97,7 +97,9 @@ class Swarm:
     def register_s(self) -> float:
         """Seconds from the first connect of any swarm process to the last first welcome."""
         stamps = [data["times"] for data in self._status()]
-        return max(t["registered"] for t in stamps) - min(t["start"] for t in stamps)
+        last: float = max(t["registered"] for t in stamps)
+        first: float = min(t["start"] for t in stamps)
+        return last - first
 
 
 def _wait(what: str, check: Any, timeout: float, procs: Processes) -> None:

@@ -41,8 +41,13 @@ class LinkConfig:
         http_address: ``host:port`` of the statistics web server ("" disables it).
         state_dir: where runs, rounds, nodes, events (SQLite) and checkpoints live
             (None: keep state in memory only).
-        heartbeat_interval: seconds between a node's pings (told to nodes).
-        heartbeat_timeout: a node silent this long is offline and its work fails.
+        heartbeat_interval: seconds between a node's pings (told to nodes). Any
+            message from a node counts as a heartbeat. The default, 10 s, suits
+            a WAN fleet (Flower's are tens of seconds): 10,000 nodes are 1,000
+            pings a second; a LAN or a test may use less.
+        heartbeat_timeout: a node silent this long (as far as the link has read
+            its socket: a link that is behind blames no node) is offline and
+            its work fails at once. Default 30 s: three missed pings.
         max_message_mb: largest frame accepted (ZMQ_MAXMSGSIZE); bigger ones
             disconnect the sender.
         credit_threshold: replies larger than this many bytes wait for upload credit.
@@ -77,8 +82,8 @@ class LinkConfig:
     control_address: str = DEFAULT_CONTROL_ADDRESS
     http_address: str = DEFAULT_HTTP_ADDRESS
     state_dir: Path | None = None
-    heartbeat_interval: float = 1.0
-    heartbeat_timeout: float = 3.0
+    heartbeat_interval: float = 10.0
+    heartbeat_timeout: float = 30.0
     max_message_mb: int = 4096
     credit_threshold: int = _MB
     max_concurrent_uploads: int = 4

@@ -355,14 +355,16 @@ class Link:
                 next_tick = time.monotonic() + interval
             wait = min(next_tick - time.monotonic(), router.next_deadline())
             events = dict(poller.poll(max(0, int(wait * 1000)) + 1))
+            if fleet not in events:  # nothing unread from nodes: silence up to now is theirs
+                router.fleet_caught_up(time.monotonic())
             if not events:
                 self._guards.run("tick", router.tick)
             if wake.fileno() in events:
                 wake.clear()
                 self._on_commands(router)
             for sock, handle in handlers:
-                if sock in events:
-                    drain(sock, handle, limit=_BATCH)
+                if sock in events and drain(sock, handle, limit=_BATCH) < _BATCH and sock is fleet:
+                    router.fleet_caught_up(time.monotonic())
 
     def _drained(self, router: Router) -> bool:
         """Whether a drain is over (idle, or overdue); fail what is left once grace ends."""

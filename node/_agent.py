@@ -323,6 +323,7 @@ class NodeAgent:
         elif kind == "reregister":
             self._conn.reregister(header["reason"])
         elif kind == "refused":
+            self._conn.on_refused(header)  # a busy link says when to say hello again
             self._tasks.on_refused(header)
 
 

@@ -33,6 +33,8 @@ log = structlog.get_logger(__name__)
 
 WARN_EVERY: Final = 5
 """Unanswered hellos between two ``link_unreachable`` warnings."""
+HELLO_WAIT: Final = (2.0, 30.0)
+"""Wait for a welcome after the first unanswered hello, and the longest (doubling, jittered)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,8 +54,8 @@ class ConnectionOptions:
     curve: CurveKeys | None = None
     backoff_initial: float = 0.1
     backoff_max: float = 10.0
-    heartbeat_interval: float = 1.0
-    heartbeat_timeout: float = 3.0
+    heartbeat_interval: float = 10.0
+    heartbeat_timeout: float = 30.0
 
 
 def stored_node_id(state_dir: Path | None) -> int | None:
@@ -211,8 +213,22 @@ class LinkConnection:
         )
         sent = self.send(hello)
         self._failures += 1
-        self._next_hello = now + (self._backoff_delay() if not sent else max(1.0, self._timeout))
+        self._next_hello = now + (self._backoff_delay() if not sent else self._hello_wait())
         return reconnected
+
+    def _hello_wait(self) -> float:
+        """How long a sent hello waits for its welcome: doubling, jittered (no stampede)."""
+        first, longest = HELLO_WAIT
+        wait: float = min(longest, first * 2 ** min(max(self._unanswered - 1, 0), 30))
+        return wait * random.uniform(0.75, 1.25)  # noqa: S311 - jitter, not crypto
+
+    def on_refused(self, header: Mapping[str, Any]) -> None:
+        """A busy link refused our hello with ``retry_after``: come back then, jittered."""
+        retry_after = header.get("retry_after")
+        if self.registered.is_set() or not isinstance(retry_after, int | float):
+            return
+        delay = min(max(float(retry_after), 0.0), HELLO_WAIT[1])
+        self._next_hello = time.monotonic() + delay * random.uniform(1.0, 1.5)  # noqa: S311
 
     def _count_attempt(self) -> None:
         """One more hello without a welcome: every few, say which address does not answer."""

@@ -35,3 +35,23 @@ def test_codec_bench_json() -> None:
         assert r["speedup_median"] > 0
         assert r["speedup_over_ipc_median"] > 0  # the figure that moves the bytes
         assert r["fedzero_over_ipc_s"]["runs"] == r["safetensors_over_ipc_s"]["runs"]
+
+
+@pytest.mark.timeout(120)
+def test_fleet_bench_json() -> None:
+    """A swarm of 50 nodes on a real link: all register, none is taken offline, exact round."""
+    args = ["--nodes", "50", "--window", "2", "--rounds", "1", "--json"]
+    out = subprocess.run(
+        [sys.executable, "-m", "fedzero.bench", "fleet", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    ).stdout
+    report = json.loads(out)
+    assert report["benchmark"] == "fleet"
+    assert report["swarm"]["registered"] == 50
+    assert report["swarm"]["replies"] == 2 * 50  # the warm-up round and one timed round
+    assert report["aggregate_exact"]
+    assert report["false_offlines_total"] == 0
+    assert report["idle_cpu_pct"] >= 0

@@ -89,7 +89,7 @@ class Control:
         elif kind == "stop_run":
             self._stop(rid, header["run_id"])
         elif kind == "list_nodes":
-            self._ask(rid, lambda s: functools.partial(self._send_nodes, rid, s.list_nodes()))
+            self._ask(rid, lambda s: functools.partial(self._send, rid, self._node_list(s)))
         elif kind == "sync":  # answered once everything queued so far is committed
             self._syncs.append((rid, self._router.store.submitted))
             self._answer_syncs()
@@ -265,9 +265,14 @@ class Control:
             runs.append(out)
         self._send(rid, control("runs", runs=runs))
 
-    def _send_nodes(self, rid: bytes, stored: list[Any]) -> None:
-        rows = {n.node_id: n.as_dict() for n in stored}
-        for node in self._router.nodes.values():
+    def _node_list(self, reader: StoreReader) -> list[bytes]:
+        """The ``node_list`` answer, built and encoded on the query thread (O(N) off the loop).
+
+        The live registry is read as a snapshot: ``dict.copy`` runs under the GIL
+        in one step while the IO thread mutates it.
+        """
+        rows = {n.node_id: n.as_dict() for n in reader.list_nodes()}
+        for node in list(self._router.nodes.copy().values()):
             live = {
                 "node_id": node.node_id,
                 "online": node.online,
@@ -277,7 +282,7 @@ class Control:
             }
             rows[node.node_id] = {**rows.get(node.node_id, {}), **live}
         nodes = sorted(rows.values(), key=lambda r: int(r["node_id"]))
-        self._send(rid, control("node_list", nodes=nodes))
+        return control("node_list", nodes=nodes)
 
     def _send(self, rid: bytes, frames: list[Any]) -> bool:
         try:

@@ -102,14 +102,13 @@ class AppSide:
         if not self._node_waiters:
             return
         core = self._core
+        due = [w for w in self._node_waiters if core.online >= w[1] or now >= w[2]]
+        if not due:  # the common case while nodes register: no list built, no sort
+            return
         online = sorted(n.node_id for n in core.nodes.values() if n.online)
-        waiting = []
-        for rid, min_nodes, deadline in self._node_waiters:
-            if len(online) >= min_nodes or now >= deadline:
-                core.send(core.app, rid, control("nodes", node_ids=online))
-            else:
-                waiting.append((rid, min_nodes, deadline))
-        self._node_waiters = waiting
+        for rid, _, _ in due:
+            core.send(core.app, rid, control("nodes", node_ids=online))
+        self._node_waiters = [w for w in self._node_waiters if w not in due]
 
     def next_waiter_deadline(self) -> float:
         """Seconds until a ``get_nodes`` call times out (inf: none waits)."""

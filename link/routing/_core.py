@@ -24,6 +24,7 @@ from .._state import Node, Pending, PendingTable, Run
 from ..rounds import FoldWorker, RoundBook
 from ..store import StoreWriter
 from ._credit import CreditRequest, CreditWindow
+from ._liveness import Admission, Liveness
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +54,14 @@ class RoutingCore:
         self.limits = DecodeLimits()
         self.nodes: dict[int, Node] = {}
         self.node_by_rid: dict[bytes, int] = {}
+        self.online = 0
+        """How many nodes are online (kept as they come and go: no count over the registry)."""
+        self.liveness = Liveness(
+            self.nodes, config.heartbeat_timeout, recheck=config.heartbeat_interval / 2
+        )
+        self.admission = Admission()
+        self.traffic_dirty: set[int] = set()
+        """Nodes whose byte counters moved (not by heartbeats) since they were last recorded."""
         self.runs: dict[int, Run] = {}
         self.run_by_app: dict[bytes, int] = {}
         self.pending = PendingTable()
@@ -168,9 +177,12 @@ class RoutingCore:
         if not node.online:
             return
         node.online = False
+        self.online -= 1
         node.offline_since = time.monotonic()
         self.node_by_rid.pop(node.routing_id, None)
         lost = self.pending.pop_node(node.node_id)
+        self.traffic_dirty.discard(node.node_id)
+        self.store.update_node_traffic(node.node_id, node.bytes_in, node.bytes_out, time.time())
         self.store.set_node_online(node.node_id, False, time.time())
         self.store.add_event(
             "node_offline", time.time(), node_id=node.node_id, data={"reason": reason}

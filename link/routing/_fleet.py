@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import structlog
 import zmq
@@ -26,6 +26,10 @@ from ._registry import HELLO_MAX_BYTES, Registration
 from ._replies import ReplyIntake
 
 log = structlog.get_logger(__name__)
+
+_PING: Final = control("ping")[0]
+"""A ping as fedzero's nodes write it: answered without parsing (any other spelling is parsed)."""
+_PONG: Final = control("pong")
 
 _WRONG_ENDPOINT = {
     "control": "this is the link's fleet endpoint (nodes); control requests (fedzero run, "
@@ -61,6 +65,17 @@ class FleetSide:
         core = self._core
         core.stats["fleet_in"] += 1
         node = core.nodes.get(core.node_by_rid.get(rid, -1))
+        if node is not None:  # any message is a heartbeat
+            node.last_seen = time.monotonic()
+        if (
+            node is not None
+            and len(frames) == 1
+            and len(frames[0]) == len(_PING)
+            and frames[0].bytes == _PING
+        ):  # the hot path: a dict lookup, a compare and one send
+            node.bytes_in += len(_PING)
+            core.to_node(node, _PONG)
+            return
         nbytes = sum(len(f) for f in frames)
         cap = self._size_cap(node)
         if len(frames[0]) > cap:  # checked before any parsing
@@ -91,11 +106,12 @@ class FleetSide:
         if nbytes > cap and kind != "message":  # a reply is measured against its grant
             self._oversize(rid, kind, nbytes, cap)
             return
-        node.last_seen = time.monotonic()
         node.bytes_in += nbytes
         if kind == "ping":
-            core.to_node(node, control("pong"))
-        elif kind == "credit_request":
+            core.to_node(node, _PONG)
+            return
+        core.traffic_dirty.add(node.node_id)
+        if kind == "credit_request":
             self._on_credit_request(node, header)
         elif kind == "message":
             self._replies.on_reply(node, frames, header)
@@ -136,20 +152,22 @@ class FleetSide:
             core.send(core.fleet, rid, [*control("bundle", hash=bundle_hash), data])
 
     def check_liveness(self, now: float) -> None:
-        """Take nodes silent for longer than the heartbeat timeout offline."""
-        budget = self._core.config.heartbeat_timeout
-        nodes = self._core.nodes.values()
-        for node in [n for n in nodes if n.online and now - n.last_seen > budget]:
-            self._core.node_offline(node, f"no heartbeat for {now - node.last_seen:.1f}s")
+        """Take nodes silent for longer than the heartbeat timeout offline (due timers only)."""
+        self._core.liveness.check(now, self._core.node_offline)
 
     def record_traffic(self) -> None:
-        """Record every online node's byte counters and last-seen time."""
+        """Record the byte counters and last-seen time of the nodes that moved messages.
+
+        Heartbeats alone do not make a node's row change: an idle fleet of N
+        nodes costs no N updates every few seconds.
+        """
+        core = self._core
         wall = time.time()
-        for node in self._core.nodes.values():
-            if node.online:
-                self._core.store.update_node_traffic(
-                    node.node_id, node.bytes_in, node.bytes_out, wall
-                )
+        for node_id in core.traffic_dirty:
+            node = core.nodes.get(node_id)
+            if node is not None and node.online:
+                core.store.update_node_traffic(node_id, node.bytes_in, node.bytes_out, wall)
+        core.traffic_dirty.clear()
 
     # ---------------------------------------------------------------- replies
 

@@ -59,12 +59,20 @@ class Registration:
     def __init__(self, core: RoutingCore, on_registered: Callable[[float], None]) -> None:
         self._core = core
         self._on_registered = on_registered
+        self.registered = 0
+        """Registrations since the last ``nodes_registered`` log line."""
         curve = core.config.curve_enabled
         self._allowed = allowed_keys(core.config.allowed_keys_dir) if curve else None
 
     def on_hello(self, rid: bytes, header: dict[str, Any], frames: list[zmq.Frame]) -> None:
         """Register the node on connection ``rid``, or refuse it (and say why)."""
         core = self._core
+        wait = core.admission.admit(time.monotonic())
+        if wait:  # over the registration budget: come back later, spread out
+            core.stats["hello_busy"] += 1
+            reason = f"busy registering nodes: retry after {wait} s"
+            core.refuse(core.fleet, rid, ErrorCode.OVERLOADED, reason, retry_after=wait)
+            return
         public_key = str(frames[0].get("User-Id")) if core.config.curve_enabled else None
         node_id = self._node_id_for(header, public_key)
         old = core.nodes.get(node_id) if isinstance(node_id, int) else None
@@ -99,8 +107,11 @@ class Registration:
         )
         if old is not None and old.routing_id == rid:  # what it never read is still queued
             node.unanswered, node.backlog = old.unanswered, old.backlog
+        if old is None or not old.online:
+            core.online += 1
         core.nodes[node_id] = node
         core.node_by_rid[rid] = node_id
+        core.liveness.watch(node)
         self._welcome(node)
         self._on_registered(now)
         self._record_registered(node, rejoined=old is not None)
@@ -121,6 +132,8 @@ class Registration:
     def forget_offline(self, now: float) -> None:
         """Drop nodes offline for long from the registry (the store keeps their rows)."""
         core = self._core
+        if core.online == len(core.nodes):  # none offline: nothing to look for
+            return
         horizon = FORGET_HEARTBEATS * core.config.heartbeat_timeout
         gone = [n for n in core.nodes.values() if not n.online and now - n.offline_since > horizon]
         for node in gone:
@@ -182,4 +195,11 @@ class Registration:
         store.upsert_node(node.node_id, node.public_key, config, time.time(), online=True)
         data = {"node_config": config, "rejoined": rejoined}
         store.add_event("node_registered", time.time(), node_id=node.node_id, data=data)
-        log.info("node_registered", node_id=node.node_id, node_config=config, rejoined=rejoined)
+        self.registered += 1
+        log.debug("node_registered", node_id=node.node_id, node_config=config, rejoined=rejoined)
+
+    def log_registered(self) -> None:
+        """One line for the registrations since the last one (not a line per node)."""
+        if self.registered:
+            log.info("nodes_registered", count=self.registered, online=self._core.online)
+            self.registered = 0

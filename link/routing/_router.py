@@ -175,9 +175,23 @@ class Router:
         self._core.rounds.check_all()
         if now >= self._traffic_at:  # byte counters and last-seen, not on every heartbeat
             self._traffic_at = now + _TRAFFIC_SECS
+            self._fleet.registration.log_registered()
             self._fleet.record_traffic()
             self._runs.record_traffic()
             self._fleet.registration.forget_offline(now)
+
+    def fleet_caught_up(self, at: float) -> None:
+        """The IO thread had read every message the fleet socket held at ``at`` (monotonic).
+
+        Liveness judges a node's silence up to this moment only: pings the link
+        has not read yet are not silence.
+        """
+        self._core.liveness.caught_up = at
+
+    @property
+    def online_count(self) -> int:
+        """Nodes online now."""
+        return self._core.online
 
     def next_deadline(self) -> float:
         """Seconds until the earliest timer that needs :meth:`tick` (may be negative)."""
