@@ -26,9 +26,14 @@ import numpy.typing as npt
 from fedzero.core import FedzeroError
 
 from .._dtypes import ACCUMULATOR_DTYPES, INPUT_DTYPES, default_accumulator_dtype
-from ._config import parallel_launch
-from ._kernels import scale_into
-from ._ops import accumulator_view, all_finite, clip_factor, l2_norm, weighted_fold_many
+from ._ops import (
+    accumulator_view,
+    all_finite,
+    clip_factor,
+    l2_norm,
+    scale_to,
+    weighted_fold_many,
+)
 
 __all__ = [
     "Accumulator",
@@ -224,8 +229,7 @@ class Accumulator:
         shape, dtype = self._specs[name]
         if dtype in ACCUMULATOR_DTYPES:
             out = np.empty(shape, dtype)
-            with parallel_launch():
-                scale_into(accumulator_view(out), acc.reshape(-1), factor)
+            scale_to(accumulator_view(out), acc.reshape(-1), factor)
             return out
         narrow: np.ndarray = (acc.reshape(shape) * acc.dtype.type(factor)).astype(dtype)
         return narrow
@@ -301,8 +305,7 @@ class WeightedMeanAccumulator(Accumulator):
             shape, dtype = self._specs[name]
             if acc.dtype == dtype:
                 flat = acc.reshape(-1)
-                with parallel_launch():
-                    scale_into(flat, flat, factor)
+                scale_to(flat, flat, factor)
                 out[name] = acc.reshape(shape)
             else:
                 out[name] = self._cast_out(name, acc, factor)

@@ -10,6 +10,12 @@ CPUs). :func:`set_num_threads` lowers it for every later kernel launch, from any
 Python thread (Numba's own setting is thread-local, so the launch guard re-applies
 ours in the launching thread).
 
+Cache: compiled kernels are cached on disk (``cache=True``). ``FEDZERO_CACHE_DIR``
+(the link's ``cache-dir`` setting sets it) puts Numba's cache in its ``numba``
+subdirectory, which read-only installs need (systemd: ``CacheDirectory=``);
+without it, ``NUMBA_CACHE_DIR`` or Numba's default (next to the sources if
+writable, else the user's cache directory) applies.
+
 Launch guard: Numba's ``workqueue`` threading layer aborts the process when two
 Python threads launch parallel kernels at the same time. :func:`parallel_launch`
 serializes launches with a module-level lock until the active layer is known to
@@ -18,6 +24,7 @@ be thread-safe (``tbb`` or ``omp``); then it only applies the thread count.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +34,7 @@ import numba
 
 __all__ = [
     "BLOCK",
+    "JIT_PENDING",
     "PARALLEL",
     "REASSOC",
     "SERIAL",
@@ -62,9 +70,20 @@ the thread count.
 BLOCK: Final[int] = 8192
 """Coordinates per parallel work item: the accumulator block stays in L1/L2."""
 
+JIT_PENDING: Final[set[tuple[str, ...]]] = set()
+"""Kernel variants being compiled in the background (``_jit.prepare``) right now.
+
+While a variant is listed, its wrapper computes the same result with NumPy
+instead of waiting for the compiler; a variant nobody prepares is compiled
+inline on first use, as always.
+"""
+
 _THREADSAFE_LAYERS: Final[frozenset[str]] = frozenset({"tbb", "omp"})
 _launch_lock = threading.RLock()
 _layer_threadsafe = False
+_CACHE = os.environ.get("FEDZERO_CACHE_DIR", "")
+if _CACHE:  # before any kernel is decorated: Numba reads it when caching is enabled
+    numba.config.CACHE_DIR = os.path.join(_CACHE, "numba")  # type: ignore[attr-defined]
 _POOL_SIZE: Final[int] = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 _num_threads: int = _POOL_SIZE
 

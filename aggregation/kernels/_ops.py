@@ -21,18 +21,22 @@ from numba import typed
 
 from .._dtypes import ACCUMULATOR_DTYPES, BFLOAT16, INPUT_DTYPES
 from . import _kernels as k
-from ._config import parallel_launch
+from ._config import JIT_PENDING, parallel_launch
 
 __all__ = [
     "all_finite",
     "clip_by_norm",
     "clip_factor",
     "l2_norm",
+    "scale_to",
     "weighted_fold",
     "weighted_fold_many",
 ]
 
 FloatArray = npt.NDArray[np.floating[Any]]
+
+_NUMPY_CHUNK = 1 << 20
+"""Elements per step of the NumPy stand-ins (bounds their temporaries)."""
 
 
 def input_view(x: Any, what: str = "x") -> tuple[npt.NDArray[Any], int]:
@@ -99,10 +103,18 @@ def inputs_list(
         TypeError: On an unsupported or mixed dtype.
         ValueError: On an empty sequence or a shape mismatch.
     """
+    views, fmt, checked = _input_views(xs, shape, what)
+    return typed.List(views), fmt, checked
+
+
+def _input_views(
+    xs: Sequence[Any], shape: tuple[int, ...] | None, what: str
+) -> tuple[list[Any], int, tuple[int, ...]]:
+    """:func:`inputs_list` as a plain list (no Numba object: no compiler lock)."""
     if len(xs) == 0:
         msg = f"{what} is empty; pass at least one array"
         raise ValueError(msg)
-    views = typed.List()
+    views = []
     fmt0 = -1
     dtype0 = None
     for j, x in enumerate(xs):
@@ -175,10 +187,21 @@ def weighted_fold_many(
     if len(weights) != len(xs):
         msg = f"got {len(xs)} arrays but {len(weights)} weights; pass one weight per array"
         raise ValueError(msg)
-    views, fmt, _ = inputs_list(xs, acc.shape)
+    views, fmt, _ = _input_views(xs, acc.shape, "xs")
     ws = np.array([_finite_weight(w, f"weights[{j}]") for j, w in enumerate(weights)], acc.dtype)
+    if ("fold", str(xs[0].dtype), str(acc.dtype)) in JIT_PENDING:
+        _fold_many_numpy(flat_acc, [x.reshape(-1) for x in xs], ws)
+        return
     with parallel_launch():
-        k.fold_many(flat_acc, views, ws, fmt)
+        k.fold_many(flat_acc, typed.List(views), ws, fmt)
+
+
+def _fold_many_numpy(acc: FloatArray, xs: list[npt.NDArray[Any]], ws: FloatArray) -> None:
+    """:func:`weighted_fold_many` in NumPy, bit for bit: ``acc += w_j * widen(x_j)`` in order."""
+    for start in range(0, acc.shape[0], _NUMPY_CHUNK):
+        part = acc[start : start + _NUMPY_CHUNK]
+        for x, w in zip(xs, ws, strict=True):
+            part += w * x[start : start + _NUMPY_CHUNK].astype(acc.dtype)
 
 
 def all_finite(x: npt.NDArray[Any]) -> bool:
@@ -189,8 +212,30 @@ def all_finite(x: npt.NDArray[Any]) -> bool:
         ValueError: If ``x`` is not C-contiguous.
     """
     view, fmt = input_view(x)
+    if ("finite", str(x.dtype)) in JIT_PENDING:
+        if fmt == k.FMT_NATIVE:
+            return all(
+                np.isfinite(view[i : i + _NUMPY_CHUNK]).all()
+                for i in range(0, view.size, _NUMPY_CHUNK)
+            )
+        mask = 0x7F80 if fmt == k.FMT_BF16 else 0x7C00
+        return not any(
+            ((view[i : i + _NUMPY_CHUNK] & mask) == mask).any()
+            for i in range(0, view.size, _NUMPY_CHUNK)
+        )
     with parallel_launch():
         return bool(k.all_finite(view, fmt))
+
+
+def scale_to(out: FloatArray, acc: FloatArray, factor: float) -> None:
+    """``out = acc * factor`` (flat float32/float64 arrays; the product in float64, then cast)."""
+    if ("scale", str(acc.dtype), str(out.dtype)) in JIT_PENDING:
+        for i in range(0, acc.shape[0], _NUMPY_CHUNK):
+            part = slice(i, i + _NUMPY_CHUNK)
+            np.multiply(acc[part], np.float64(factor), out=out[part], casting="same_kind")
+        return
+    with parallel_launch():
+        k.scale_into(out, acc, factor)
 
 
 def l2_norm(arrays: Sequence[npt.NDArray[Any]] | npt.NDArray[Any]) -> float:

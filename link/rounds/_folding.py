@@ -31,6 +31,7 @@ from fedzero.aggregation.kernels import (
     UpdateRejected,
     WeightedMeanAccumulator,
     all_finite,
+    prepare_kernels,
 )
 from fedzero.aggregation.kernels import warmup as _warmup_kernels
 from fedzero.core import ArrayRecord, RecordDict
@@ -104,6 +105,10 @@ class RoundState:
         self.others = {k: v for k, v in reference.items() if k not in self.floats}
         self.acc = _accumulator(spec, expected)
         self.acc.begin(self.floats)
+        # The kernels this round runs compile in the background from now, while
+        # its replies are on their way (FedAvg folds in NumPy until they are ready).
+        acc_dtypes = {self.acc.acc_dtype(name) for name in self.floats}
+        prepare_kernels(spec.method, {v.dtype for v in self.floats.values()}, acc_dtypes)
         self.other_sums = {k: np.zeros(v.shape, np.float64) for k, v in self.others.items()}
         self.weight = 0.0
         self.metrics: list[tuple[dict[str, Any], float]] = []
