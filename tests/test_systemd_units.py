@@ -98,6 +98,14 @@ def test_link_only_directives() -> None:
     assert last(node, "Service", "LimitNOFILE") is None
 
 
+def test_link_caches_compiled_kernels_in_its_cache_directory() -> None:
+    """The venv is read-only under ProtectSystem=strict: kernels go to CacheDirectory=."""
+    link = parse_unit(UNITS / "fedzero-link.service")
+    assert last(link, "Service", "CacheDirectory") == "fedzero"
+    environment = [v for k, v in link["Service"] if k == "Environment"]
+    assert "FEDZERO_CACHE_DIR=%C/fedzero" in environment
+
+
 def test_drain_grace_fits_in_the_stop_timeout() -> None:
     unit = parse_unit(UNITS / "fedzero-link.service")
     config = tomllib.loads((UNITS / "link.toml").read_text())
