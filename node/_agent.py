@@ -27,10 +27,10 @@ from typing import Any, Literal
 import structlog
 import zmq
 
-from fedzero.core import ClientApp, ConfigurationError, DeserializationError, UserConfig, decode
+from fedzero.core import ClientApp, ConfigurationError, DeserializationError, UserConfig
 from fedzero.core.bundles import BundlePolicy
 from fedzero.core.runtime import DEFAULT_FLEET_ADDRESS, CurveKeys, Notifier, WakePipe, drain
-from fedzero.core.wire import parse_envelope
+from fedzero.core.wire import decode_parsed, parse_envelope
 
 from ._bundles import BundleFetcher
 from ._connection import ConnectionOptions, LinkConnection
@@ -303,7 +303,7 @@ class NodeAgent:
             log.error("link_message_failed", error=error, traceback=trace)
 
     def _handle(self, frames: list[zmq.Frame]) -> None:
-        kind, header, _ = parse_envelope(frames)
+        kind, header, views = parse_envelope(frames)
         if kind == "welcome":
             # A welcome while not registered, after an earlier one: we reconnected.
             rejoined = self._conn.registrations > 0 and not self._conn.registered.is_set()
@@ -311,7 +311,7 @@ class NodeAgent:
             threshold = header["credit_threshold"]
             self._tasks.on_welcome(header["node_id"], threshold, rejoined=rejoined)
         elif kind == "message":
-            self._tasks.on_task(decode(frames), frames)
+            self._tasks.on_task(decode_parsed(header, views), frames)  # frame 0 parsed once
         elif kind == "bundle":
             self._tasks.on_bundle(header, frames)
         elif kind == "run":
