@@ -10,8 +10,12 @@ same ``+1`` compute in the client, and no fedzero code on the path:
   aggregation, sums them into a float32 accumulator with NumPy and sends one
   mean;
 - each node process adds 1 to the float32 model and replies; with process
-  isolation it hands the task to its own worker process over ipc and relays
-  the worker's reply, as a fedzero node does.
+  isolation it hands the task to its own worker process as a fedzero node
+  does: it copies the payload once into a reused shared-memory segment
+  (``/dev/shm``) and sends a small notice over ipc; the worker adds 1 from a
+  read-only mapping of it (a new array, as a ClientApp makes), copies the
+  result once into its own reused segment and answers with a notice; the node
+  sends the reply to the hub from its mapping of that segment (``copy=False``).
 
 Run as ``python -m fedzero.bench._round_relay hub|node|worker ...`` for the
 peers. Every message is ``[header, payload]``: no pickle, no JSON parsing beyond
@@ -20,6 +24,8 @@ one small header, frames sent without copying.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 import signal
 import subprocess
@@ -131,6 +137,26 @@ def _hub(app_addr: str, fleet_addr: str, nodes: int, aggregate: bool) -> None:
     ctx.term()
 
 
+def _segment(path: str, nbytes: int, *, create: bool) -> mmap.mmap:
+    """Map a segment file: made and writable (``create``), else read-only."""
+    if create:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.ftruncate(fd, nbytes)
+        prot = mmap.PROT_READ | mmap.PROT_WRITE
+    else:
+        fd = os.open(path, os.O_RDONLY)
+        prot = mmap.PROT_READ
+    try:
+        return mmap.mmap(fd, nbytes, mmap.MAP_SHARED, prot)
+    finally:
+        os.close(fd)
+
+
+def _shm_dir(root: str) -> str:
+    shm = "/dev/shm"  # noqa: S108 - the same place fedzero's node puts its segments
+    return shm if os.access(shm, os.W_OK) else root
+
+
 def _node(fleet_addr: str, isolation: str, root: str, name: str) -> None:
     # Stopped by PID with SIGTERM: leave through ``finally``, which stops the worker.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -139,23 +165,34 @@ def _node(fleet_addr: str, isolation: str, root: str, name: str) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(fleet_addr)
     worker = proc = None
+    base = f"{_shm_dir(root)}/fedzero-relay-{os.getpid()}-{name}"
     if isolation == "process":
         worker = ctx.socket(zmq.PAIR)
         worker.bind(f"ipc://{root}/{name}-worker")
-        cmd = [sys.executable, "-m", "fedzero.bench._round_relay", "worker", root, name]
+        cmd = [sys.executable, "-m", "fedzero.bench._round_relay", "worker", root, name, base]
         proc = subprocess.Popen(cmd)  # noqa: S603 - our interpreter, our module
         worker.recv()  # the worker is connected
     sock.send_multipart([_HELLO, b""])
+    down: mmap.mmap | None = None
+    up: mmap.mmap | None = None
     try:
         while True:
             frames = sock.recv_multipart(copy=False)
             if frames[0].bytes == _STOP:
                 break
             if worker is None:
-                sock.send_multipart([_TASK, _plus_one(frames[1]).data], copy=False)
-            else:
-                worker.send_multipart(frames, copy=False)
-                sock.send_multipart(worker.recv_multipart(copy=False), copy=False)
+                sock.send_multipart([_TASK, _plus_one(frames[1].buffer).data], copy=False)
+                continue
+            nbytes = len(frames[1])
+            if down is None:
+                down = _segment(f"{base}-down", nbytes, create=True)
+            np.frombuffer(down, np.uint8)[:nbytes] = np.frombuffer(frames[1].buffer, np.uint8)
+            del frames
+            worker.send_multipart([_TASK, str(nbytes).encode()])
+            worker.recv_multipart()
+            if up is None:
+                up = _segment(f"{base}-up", nbytes, create=False)
+            sock.send_multipart([_TASK, memoryview(up)[:nbytes]], copy=False)
     finally:
         if worker is not None and proc is not None:
             worker.send_multipart([_STOP, b""])
@@ -163,29 +200,41 @@ def _node(fleet_addr: str, isolation: str, root: str, name: str) -> None:
             worker.close(linger=0)
         sock.close(linger=0)
         ctx.term()
+        for end in ("down", "up"):
+            with contextlib.suppress(OSError):
+                os.unlink(f"{base}-{end}")
 
 
-def _worker(root: str, name: str) -> None:
+def _worker(root: str, name: str, base: str) -> None:
     parent = os.getppid()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sock = ctx.socket(zmq.PAIR)
     sock.connect(f"ipc://{root}/{name}-worker")
     sock.send(_HELLO)
+    down: mmap.mmap | None = None
+    up: mmap.mmap | None = None
     while True:
         if not sock.poll(1000):
             if os.getppid() != parent:  # the node is gone (stopped by PID): so is its worker
                 break
             continue
-        kind, payload = sock.recv_multipart(copy=False)
-        if kind.bytes == _STOP:
+        kind, size = sock.recv_multipart()
+        if kind == _STOP:
             break
-        sock.send_multipart([_TASK, _plus_one(payload).data], copy=False)
+        nbytes = int(size)
+        if down is None or up is None:
+            down = _segment(f"{base}-down", nbytes, create=False)
+            up = _segment(f"{base}-up", nbytes, create=True)
+        result = _plus_one(memoryview(down)[:nbytes])
+        np.frombuffer(up, np.uint8)[:nbytes] = result.view(np.uint8)
+        del result
+        sock.send_multipart([_TASK, size])
     sock.close(linger=0)
     ctx.term()
 
 
-def _plus_one(frame: zmq.Frame) -> npt.NDArray[np.float32]:
-    return np.frombuffer(frame.buffer, dtype=np.float32) + np.float32(1)
+def _plus_one(buffer: memoryview) -> npt.NDArray[np.float32]:
+    return np.frombuffer(buffer, dtype=np.float32) + np.float32(1)
 
 
 if __name__ == "__main__":
