@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -122,6 +123,23 @@ def fleet(
         typer.echo(json.dumps(report, indent=2))
     else:
         print_fleet_report(report)
+
+
+@app.command()
+def coldstart(
+    app_dir: Annotated[Path, typer.Option("--app", help="App directory.")] = Path(
+        "examples/quickstart"
+    ),
+    nodes: Annotated[int, typer.Option(help="Node processes.", min=1)] = 2,
+    runs: Annotated[int, typer.Option(help="Cold + warm pairs, each on a new cache.", min=1)] = 1,
+    as_json: _JSON = False,
+) -> None:
+    """A fresh install's first aggregated round (empty kernel cache) vs a warm cache."""
+    from ._coldstart import coldstart_command
+
+    code = coldstart_command(app_dir, nodes, runs, as_json)
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:
