@@ -79,8 +79,7 @@ def _fold(acc: Any, views: Any, fmt: int) -> None:
 
 def _trim(acc: Any, views: Any, fmt: int) -> None:
     ext = np.zeros((2, 3), acc.dtype)
-    kr.trim_fill(ext, 0, views[0], fmt)
-    kr.trim_fold(ext, acc, views, fmt)
+    kr.trim_fold(ext, acc, views, fmt, 0)
     kr.trim_finish(ext, acc, 2, 1, 5, np.empty_like(acc))
 
 

@@ -61,22 +61,16 @@ def _keep_max(row: Any, carry: Any) -> None:
 
 
 @parallel_kernel
-def trim_fill(ext: Any, row: Any, x: Any, fmt: Any) -> None:
-    """Insert client ``x`` (widened) into the sorted rows ``ext[:row]``, growing them by one."""
-    n = x.shape[0]
-    for blk in prange((n + TRIM_BLOCK - 1) // TRIM_BLOCK):
-        start = blk * TRIM_BLOCK
-        stop = min(n, start + TRIM_BLOCK)
-        carry = ext[row, start:stop]
-        _widen_into(carry, x[start:stop], fmt)
-        for t in range(row):  # sorted insertion: row t keeps the min, the max moves up
-            _keep_min(ext[t, start:stop], carry)
+def trim_fold(ext: Any, mid: Any, xs: Any, fmt: Any, count: Any) -> None:
+    """Fold every client of ``xs`` into the state, ``count`` values having been folded before.
 
-
-@parallel_kernel
-def trim_fold(ext: Any, mid: Any, xs: Any, fmt: Any) -> None:
-    """Fold every client of ``xs`` into the sorted-extremes state (fold phase)."""
+    Per block of coordinates, client by client: while fewer than ``2b`` values are
+    in, the client is inserted into the sorted rows (fill phase), then folded
+    (fold phase). The state stays in cache across the clients of a call, so a
+    batch of clients costs one pass over the state, not one per client.
+    """
     b = ext.shape[0] // 2
+    rows = 2 * b
     n = mid.shape[0]
     k = len(xs)
     for blk in prange((n + TRIM_BLOCK - 1) // TRIM_BLOCK):
@@ -85,6 +79,13 @@ def trim_fold(ext: Any, mid: Any, xs: Any, fmt: Any) -> None:
         carry = np.empty(stop - start, mid.dtype)
         mb = mid[start:stop]
         for j in range(k):
+            seen = count + j
+            if seen < rows:  # sorted insertion: row t keeps the min, the max moves up
+                new = ext[seen, start:stop]
+                _widen_into(new, xs[j][start:stop], fmt)
+                for t in range(seen):
+                    _keep_min(ext[t, start:stop], new)
+                continue
             _widen_into(carry, xs[j][start:stop], fmt)
             for t in range(b):  # low rows: keep the min, carry the max upward
                 _keep_min(ext[t, start:stop], carry)

@@ -62,18 +62,9 @@ class TrimmedMeanState:
 
     def fold_views(self, views: typed.List[Any], fmt: int) -> None:
         """Fold validated kernel views (from ``inputs_list``) of flat client arrays."""
-        rows = 2 * self.max_cut
-        j = 0
-        while j < len(views) and self.count < rows:
-            with parallel_launch():
-                kr.trim_fill(self.ext, self.count, views[j], fmt)
-            self.count += 1
-            j += 1
-        if j < len(views):
-            rest = views if j == 0 else views[j:]
-            with parallel_launch():
-                kr.trim_fold(self.ext, self.mid, rest, fmt)
-            self.count += len(rest)
+        with parallel_launch():
+            kr.trim_fold(self.ext, self.mid, views, fmt, self.count)
+        self.count += len(views)
 
     def result(self, cut: int) -> FloatArray:
         """Mean of the values left after removing ``cut`` smallest and ``cut`` largest.
