@@ -100,10 +100,12 @@ def numpy_dtype(name: str) -> np.dtype[np.generic] | None:
     return dtype
 
 
-def __getattr__(name: str) -> Any:
-    """``BFLOAT16`` and ``SUPPORTED_DTYPES``, made (importing ``ml_dtypes``) when named."""
-    if name == "BFLOAT16":
-        return bfloat16()
-    if name == "SUPPORTED_DTYPES":
-        return supported_dtypes()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if not TYPE_CHECKING:  # type checkers read the annotations above
+
+    def __getattr__(name: str) -> Any:
+        """``BFLOAT16`` and ``SUPPORTED_DTYPES``, made (importing ``ml_dtypes``) when named."""
+        if name == "BFLOAT16":
+            return bfloat16()
+        if name == "SUPPORTED_DTYPES":
+            return supported_dtypes()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

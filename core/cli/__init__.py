@@ -4,14 +4,14 @@
 starts without it and loads it for the commands that reach a link.
 """
 
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_names
 from ._main import run
 from ._run_config import parse_run_config
 from ._templates import FRAMEWORKS, create_app, package_name
 
-if TYPE_CHECKING:  # imported on first use by __getattr__ below
+if TYPE_CHECKING:  # imported on first use (lazy_names below)
     from ._control_client import ControlClient
 
 __all__ = [
@@ -23,20 +23,5 @@ __all__ = [
     "run",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """Import ``ControlClient`` (and ZeroMQ) on first use (PEP 562)."""
-    module: ModuleType
-    if name == "ControlClient":
-        from . import _control_client
-
-        module = _control_client
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+if not TYPE_CHECKING:  # type checkers read the import above
+    __getattr__, __dir__ = lazy_names(__name__, {"ControlClient": "._control_client"})

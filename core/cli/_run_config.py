@@ -15,9 +15,12 @@ import re
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .. import ConfigurationError, UserConfig
-from ..bundles import flatten_config
+from .. import ConfigurationError
+
+if TYPE_CHECKING:
+    from .. import UserConfig
 
 # Flower's pattern (flwr.common.config.parse_config_args): key=value, value quoted or not.
 _PAIR = re.compile(r"""(\S+?)=('[^']*'|"[^"]*"|\S+)""")
@@ -58,6 +61,8 @@ def _from_file(path: Path) -> UserConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"--run-config {path}: cannot read it ({exc})") from exc
+    from ..bundles import flatten_config  # the bundle code loads numpy: not for --help
+
     return flatten_config(data, where=str(path))
 
 
@@ -72,6 +77,8 @@ def _parse_item(item: str) -> UserConfig:
 
 
 def _parse_pair(key: str, raw: str) -> UserConfig:
+    from ..bundles import flatten_config
+
     try:
         return flatten_config(tomllib.loads(f"{key} = {raw}"), where="--run-config")
     except tomllib.TOMLDecodeError:

@@ -6,9 +6,9 @@ when first named (PEP 562), so that reading a setting or an app's config does
 not load them.
 """
 
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_names
 from ._defaults import (
     DEFAULT_APP_ADDRESS,
     DEFAULT_CONTROL_ADDRESS,
@@ -19,7 +19,7 @@ from ._settings import config_origins, default_state_dir, load_config, render_co
 from ._settings_sources import Origin, env_var_name
 from ._settings_types import scalar_from_text
 
-if TYPE_CHECKING:  # imported on first use by __getattr__ below
+if TYPE_CHECKING:  # imported on first use (lazy_names below)
     from ._daemon_cli import DaemonCli, DaemonConfig
     from ._endpoints import bind_router, check_public_bind, is_loopback, is_loopback_host
     from ._logging import configure_logging
@@ -57,40 +57,25 @@ __all__ = [
     "zmq_errors",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """Import a name whose module needs ZeroMQ or structlog on first use (PEP 562)."""
-    module: ModuleType
-    if name in ("DaemonCli", "DaemonConfig"):
-        from . import _daemon_cli
-
-        module = _daemon_cli
-    elif name in ("bind_router", "check_public_bind", "is_loopback", "is_loopback_host"):
-        from . import _endpoints
-
-        module = _endpoints
-    elif name == "configure_logging":
-        from . import _logging
-
-        module = _logging
-    elif name in ("CurveKeys", "apply_client_curve", "apply_server_curve", "generate_keys"):
-        from . import _security
-
-        module = _security
-    elif name in ("Notifier", "watchdog_interval"):
-        from . import _systemd
-
-        module = _systemd
-    elif name in ("WakePipe", "drain", "zmq_errors"):
-        from . import _zmq
-
-        module = _zmq
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+if not TYPE_CHECKING:  # type checkers read the imports above
+    __getattr__, __dir__ = lazy_names(
+        __name__,
+        {
+            "CurveKeys": "._security",
+            "DaemonCli": "._daemon_cli",
+            "DaemonConfig": "._daemon_cli",
+            "Notifier": "._systemd",
+            "WakePipe": "._zmq",
+            "apply_client_curve": "._security",
+            "apply_server_curve": "._security",
+            "bind_router": "._endpoints",
+            "check_public_bind": "._endpoints",
+            "configure_logging": "._logging",
+            "drain": "._zmq",
+            "generate_keys": "._security",
+            "is_loopback": "._endpoints",
+            "is_loopback_host": "._endpoints",
+            "watchdog_interval": "._systemd",
+            "zmq_errors": "._zmq",
+        },
+    )

@@ -1,22 +1,15 @@
-"""The wire format: codec, safetensors framing, protocol envelopes, limits, strict JSON."""
+"""The wire format: codec, safetensors framing, protocol envelopes, limits, strict JSON.
 
-from .._dtypes import is_float_dtype
-from .._message import MAX_ID, new_message_id
-from ._codec import (
-    PROTOCOL_VERSION,
-    Buffer,
-    as_memoryview,
-    decode,
-    decode_content,
-    decode_metadata,
-    decode_metrics,
-    decode_parsed,
-    encode,
-    encode_content,
-    encode_header,
-    frames_nbytes,
-    metadata_json,
-)
+The header, control envelopes, limits and strict JSON load with the package
+(standard library and orjson only: the ``fedzero`` command talks to a link with
+them); the codec and what it needs (numpy, the data model) load on first use
+(PEP 562).
+"""
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
+from ._header import PROTOCOL_VERSION, as_memoryview
 from ._json import (
     check_scalar_values,
     dumps_strict,
@@ -34,7 +27,24 @@ from ._protocol import (
     control,
     parse_envelope,
 )
-from ._safetensors import parse_payload
+
+if TYPE_CHECKING:  # imported on first use (lazy_names below)
+    from .._dtypes import is_float_dtype
+    from .._message import MAX_ID, new_message_id
+    from ._codec import (
+        Buffer,
+        decode,
+        decode_content,
+        decode_metadata,
+        decode_metrics,
+        decode_parsed,
+        encode,
+        encode_content,
+        encode_header,
+        frames_nbytes,
+        metadata_json,
+    )
+    from ._safetensors import parse_payload
 
 __all__ = [
     "ENDPOINT_KINDS",
@@ -68,3 +78,25 @@ __all__ = [
     "parse_payload",
     "to_json_float",
 ]
+
+if not TYPE_CHECKING:  # type checkers read the imports above
+    __getattr__, __dir__ = lazy_names(
+        __name__,
+        {
+            "Buffer": "._codec",
+            "MAX_ID": ".._message",
+            "decode": "._codec",
+            "decode_content": "._codec",
+            "decode_metadata": "._codec",
+            "decode_metrics": "._codec",
+            "decode_parsed": "._codec",
+            "encode": "._codec",
+            "encode_content": "._codec",
+            "encode_header": "._codec",
+            "frames_nbytes": "._codec",
+            "is_float_dtype": ".._dtypes",
+            "metadata_json": "._codec",
+            "new_message_id": ".._message",
+            "parse_payload": "._safetensors",
+        },
+    )

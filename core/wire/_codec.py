@@ -21,14 +21,10 @@ from .._array_record import ArrayRecord, NDArray
 from .._errors import DeserializationError
 from .._message import MAX_ID, Error, Message, Metadata, validate_message_type
 from .._records import ConfigRecord, MetricRecord, RecordDict
-from ._json import dumps_strict, finite_json, from_json_float, loads_strict, to_json_float
+from ._header import KIND_MESSAGE, PROTOCOL_VERSION, as_memoryview, decode_header
+from ._json import dumps_strict, finite_json, from_json_float, to_json_float
 from ._limits import DecodeLimits
 from ._safetensors import build_payload, parse_payload
-
-PROTOCOL_VERSION: Final = 1
-"""Version of the frame layout and header schema; bumped on incompatible change."""
-
-KIND_MESSAGE: Final = "message"
 
 Buffer: TypeAlias = bytes | bytearray | memoryview | npt.NDArray[np.uint8]
 """A frame as the codec produces it: send each with ``copy=False``."""
@@ -145,25 +141,6 @@ def frames_nbytes(frames: Sequence[Buffer]) -> int:
 
 
 # --------------------------------------------------------------------- decode
-
-
-def as_memoryview(frame: object, index: int) -> memoryview:
-    """Return a flat byte memoryview of a received frame, without copying.
-
-    Accepts bytes, bytearray, memoryview, uint8 ndarrays and ``zmq.Frame``.
-    """
-    buffer = getattr(frame, "buffer", frame)  # zmq.Frame exposes .buffer
-    try:
-        view = memoryview(buffer)  # type: ignore[arg-type]
-    except TypeError:
-        raise DeserializationError(
-            f"frame {index}: {type(frame).__name__} is not a buffer"
-        ) from None
-    if view.format != "B" or view.ndim != 1:
-        if not view.c_contiguous:
-            raise DeserializationError(f"frame {index}: buffer is not contiguous")
-        view = view.cast("B")
-    return view
 
 
 def _check_field(meta: dict[str, Any], name: str, kind: type) -> Any:
@@ -311,26 +288,6 @@ def decode_error(raw: object) -> Error:
     ):
         raise DeserializationError('frame 0: error must be {"code": int, "reason": str}')
     return Error(code=raw["code"], reason=raw["reason"])
-
-
-def decode_header(frame: memoryview, limits: DecodeLimits = _DEFAULT_LIMITS) -> dict[str, Any]:
-    """Parse and version-check frame 0; return the header object."""
-    if len(frame) > limits.max_header_bytes:
-        raise DeserializationError(
-            f"frame 0: {len(frame)} bytes exceed the header cap of {limits.max_header_bytes}"
-        )
-    header = loads_strict(frame, what="frame 0")
-    if not isinstance(header, dict):
-        raise DeserializationError("frame 0: header must be a JSON object")
-    version = header.get("v")
-    if version != PROTOCOL_VERSION:
-        raise DeserializationError(
-            f"frame 0: unsupported protocol version {version!r:.20} "
-            f"(this side speaks {PROTOCOL_VERSION})"
-        )
-    if not isinstance(header.get("kind"), str):
-        raise DeserializationError("frame 0: header.kind must be a string")
-    return header
 
 
 def decode(frames: Sequence[object], *, limits: DecodeLimits | None = None) -> Message:

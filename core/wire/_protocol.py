@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from .._errors import DeserializationError
-from .._message import MAX_ID
-from ._codec import PROTOCOL_VERSION, as_memoryview, decode_header
-from ._json import dumps_strict
+from ._header import PROTOCOL_VERSION, as_memoryview, decode_header
+from ._json import INT_MAX, dumps_strict
 from ._limits import DecodeLimits
 
 # Field types: "int" (non-negative, < 2**63), "num" (finite int or float), "str",
@@ -89,7 +88,7 @@ def _check(kind: str, name: str, spec: str, value: Any) -> None:
     if optional and value is None:
         return
     ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID,
+        "int": isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT_MAX,
         "num": isinstance(value, int | float) and not isinstance(value, bool),
         "str": isinstance(value, str),
         "dict": isinstance(value, dict),
