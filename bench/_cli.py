@@ -126,6 +126,29 @@ def fleet(
 
 
 @app.command()
+def startup(
+    runs: Annotated[int, typer.Option(help="Fresh processes per command.", min=1)] = 10,
+    link: Annotated[
+        bool, typer.Option(help="Start a link + node for `fedzero ls` and node RSS.")
+    ] = True,
+    as_json: _JSON = False,
+) -> None:
+    """Import and start-up cost: medians of fresh processes vs `python -c pass`, same run."""
+    import sys
+
+    from fedzero.core import configure_logging
+
+    from ._startup import print_startup_report, run_startup_bench
+
+    configure_logging("warning", stream=sys.stderr)  # stdout is for the report
+    report = run_startup_bench(runs, with_link=link)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        print_startup_report(report)
+
+
+@app.command()
 def coldstart(
     app_dir: Annotated[Path, typer.Option("--app", help="App directory.")] = Path(
         "examples/quickstart"
