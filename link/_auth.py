@@ -8,6 +8,7 @@ fleet endpoint); user public keys (``control_allowed_keys_dir``) in domain
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 import structlog
 import zmq
@@ -23,6 +24,13 @@ log = structlog.get_logger(__name__)
 Secure = Callable[[zmq.Socket[bytes]], None]
 """Applied to a socket before it binds."""
 
+FLEET_BACKLOG: Final = 4096
+"""TCP connections to the fleet endpoint waiting to be accepted (the kernel may cap it)."""
+
+
+def _deep_backlog(sock: zmq.Socket[bytes]) -> None:
+    sock.setsockopt(zmq.BACKLOG, FLEET_BACKLOG)
+
 
 class LinkAuth:
     """The link's ZAP handler, started at the first endpoint that needs it.
@@ -37,20 +45,28 @@ class LinkAuth:
         self._config = config
         self._auth: ThreadAuthenticator | None = None
 
-    def fleet(self) -> Secure | None:
-        """CURVE server settings of the fleet endpoint (None: plain).
+    def fleet(self) -> Secure:
+        """Settings of the fleet endpoint: a deep accept backlog, and CURVE when configured.
+
+        Thousands of nodes connecting at once (a link restart) would overflow
+        libzmq's default backlog of 100 and wait out TCP's SYN retries (1 s, 3 s, ...).
 
         Raises:
             ConfigurationError: the key file or the allowed keys directory is invalid.
         """
         cfg = self._config
         if not cfg.curve_enabled or cfg.curve_secret_key is None:
-            return None
+            return _deep_backlog
         keys = CurveKeys.load(cfg.curve_secret_key)
         if cfg.allowed_keys_dir is None or not cfg.allowed_keys_dir.is_dir():
             raise ConfigurationError(f"allowed_keys_dir: {cfg.allowed_keys_dir} is not a directory")
         self._handler().configure_curve(domain="*", location=str(cfg.allowed_keys_dir))
-        return lambda sock: apply_server_curve(sock, keys)
+
+        def secure(sock: zmq.Socket[bytes]) -> None:
+            _deep_backlog(sock)
+            apply_server_curve(sock, keys)
+
+        return secure
 
     def control(self) -> Secure | None:
         """CURVE server settings of the control endpoint (None: plain, loopback only).
