@@ -59,7 +59,7 @@ SERIAL: Final[dict[str, Any]] = {
 PARALLEL: Final[dict[str, Any]] = {**SERIAL, "parallel": True}
 """Flags for ``prange`` kernels; each iteration writes a disjoint slice."""
 
-REASSOC: Final[dict[str, Any]] = {**SERIAL, "fastmath": {"reassoc"}}
+REASSOC: Final[dict[str, Any]] = {**SERIAL, "fastmath": {"reassoc", "contract"}}
 """Flags for float64 dot products only: LLVM may reorder the sum to vectorize it.
 
 Used where the caller bounds the rounding error of the sum and checks it (the

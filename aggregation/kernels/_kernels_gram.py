@@ -35,7 +35,11 @@ GRAM_ITEM = 65536
 
 @reassoc_kernel
 def _dot2x4(a0: Any, a1: Any, b: Any, j: Any, w: Any) -> Any:
-    """Dot products of rows ``a0, a1`` with rows ``b[j..j+3]``: 6 loads per 8 products."""
+    """Dot products of rows ``a0, a1`` with rows ``b[j..j+3]``: 6 loads per 8 FMAs.
+
+    Vectorized (the sums reassociated) with fused multiply-adds: a bound on the
+    error of the plain loop bounds this one too.
+    """
     b0 = b[j]
     b1 = b[j + 1]
     b2 = b[j + 2]
