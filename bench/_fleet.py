@@ -194,6 +194,7 @@ def run_fleet_bench(
         Processes(Path(tmp), stop_timeout=30.0) as procs,
     ):
         root, port = Path(tmp), _free_port()
+        load_start = os.getloadavg()[0]  # the figures are only as good as the machine is idle
         link = procs.spawn("link", "fedzero.link", _link_args(root, port, heartbeat))
         grid = Grid(f"ipc://{root}/app", connect_timeout=60.0, heartbeat_timeout=_APP_TIMEOUT)
         try:
@@ -240,6 +241,7 @@ def run_fleet_bench(
                 "link_rss_bytes": rss_bytes(link.pid),
                 "link_peak_rss_bytes": peak_rss_bytes(link.pid),
                 "swarm": final,
+                "load_average_1m": {"start": load_start, "end": os.getloadavg()[0]},
                 "machine": machine(),
             }
         finally:

@@ -98,6 +98,8 @@ class Run:
     bytes_out: int = 0  # tasks sent for this run
     app_gone_since: float = 0.0
     """Since when its ServerApp's connection is gone (monotonic; 0: it is there)."""
+    announcement: list[bytes] = dataclasses.field(default_factory=list)
+    """Its ``run`` message to nodes, encoded once (empty until first needed)."""
 
     def counters(self) -> dict[str, int]:
         """Its traffic counters, as fields of its row in the store."""

@@ -240,10 +240,11 @@ class AppSide:
             core.fail(entry, ErrorCode.OVERLOADED, backlog)
         else:
             if run.run_id not in node.informed_runs:
-                info = control(
-                    "run", run_id=run.run_id, run_config=run.run_config, bundle=run.bundle_hash
-                )
-                if not core.to_node(node, info):
+                if not run.announcement:  # encoded once per run, not once per node
+                    run.announcement = control(
+                        "run", run_id=run.run_id, run_config=run.run_config, bundle=run.bundle_hash
+                    )
+                if not core.to_node(node, run.announcement):
                     reason = f"node {node.node_id} unreachable"
                     core.fail(entry, ErrorCode.NODE_UNAVAILABLE, reason)
                     return

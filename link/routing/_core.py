@@ -29,6 +29,7 @@ from ._liveness import Admission, Liveness
 log = structlog.get_logger(__name__)
 
 _RECENT: Final = 65_536  # answered message ids remembered to name duplicates
+_SNDMORE: Final = int(zmq.SNDMORE)
 
 
 class RoutingCore:
@@ -92,8 +93,13 @@ class RoutingCore:
 
     def send(self, sock: zmq.Socket[bytes], rid: bytes, frames: list[Any]) -> bool:
         """Send to a peer; False if it is gone (ROUTER_MANDATORY says so)."""
+        # send_multipart's per-frame enum arithmetic (SNDMORE | flags) is a measurable
+        # share of the IO loop with 10,000 nodes: plain ints, the same frames.
         try:
-            sock.send_multipart([rid, *frames], copy=False)
+            sock.send(rid, _SNDMORE, copy=False)
+            for frame in frames[:-1]:
+                sock.send(frame, _SNDMORE, copy=False)
+            sock.send(frames[-1], 0, copy=False)
         except zmq.ZMQError as exc:
             if exc.errno != errno.EHOSTUNREACH:
                 raise

@@ -195,8 +195,7 @@ class Registration:
         store.upsert_node(node.node_id, node.public_key, config, time.time(), online=True)
         data = {"node_config": config, "rejoined": rejoined}
         store.add_event("node_registered", time.time(), node_id=node.node_id, data=data)
-        self.registered += 1
-        log.debug("node_registered", node_id=node.node_id, node_config=config, rejoined=rejoined)
+        self.registered += 1  # logged once per tick (log_registered), not once per node
 
     def log_registered(self) -> None:
         """One line for the registrations since the last one (not a line per node)."""
