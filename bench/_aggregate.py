@@ -202,7 +202,8 @@ def _cases(stack: np.ndarray, layers: list[slice], weights: list[float]) -> list
     fl = _flower_cases(stack, layers, weights, b1)
     trim_bytes = (2 * int(0.2 * k) + 2) * model
     median_bytes = model + get_num_threads() * k * MEDIAN_CHUNK * acc_item
-    krum_bytes = 8 * k * k * (len(layers) + 1)
+    kp = (k + 3) // 4 * 4  # Krum: float64 Gram partials per 65,536 coordinates + tiles
+    krum_bytes = 8 * kp * kp * (-(-p // 65536) + 1) + get_num_threads() * kp * 512 * 8
     avg = (ref.average, "np.average")
     trim_b1 = (ours.trimmed(b1), 4 * model, ref.sort_slice(b1), "sort+slice")
     trim_02 = (ours.trimmed(0.2), trim_bytes, ref.sort_slice(0.2), "sort+slice")
