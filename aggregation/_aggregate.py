@@ -15,6 +15,7 @@ broken by node id (replies are ordered by source node), not arrival order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -45,6 +46,22 @@ def valid_replies(replies: Iterable[Message], *, phase: str) -> list[Message]:
     return sorted(good, key=lambda m: m.metadata.src_node_id)
 
 
+def weighted_only(replies: list[Message], key: str, *, phase: str) -> list[Message]:
+    """The replies whose first MetricRecord holds a usable weight ``key`` (others logged).
+
+    A reply without one is left out, never counted as 1 (as the link does).
+    """
+    kept = []
+    for msg in replies:
+        try:
+            _weight(msg.content, key)
+            kept.append(msg)
+        except ValueError as exc:
+            node = msg.metadata.src_node_id
+            log.warning("reply_without_weight", phase=phase, node_id=node, reason=str(exc))
+    return kept
+
+
 def array_record(content: RecordDict) -> ArrayRecord:
     """The one ArrayRecord of a reply (Flower: exactly one is expected)."""
     records = list(content.array_records.values())
@@ -58,8 +75,10 @@ def _weight(content: RecordDict, key: str) -> float:
     if not metrics:
         raise ValueError(f"a reply has no MetricRecord to read {key!r} from")
     value = metrics[0].get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ValueError(f"reply metric {key!r} must be a number >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"reply metric {key!r} must be a finite number, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"reply metric {key!r} must be > 0, got {value!r}")
     return float(value)
 
 

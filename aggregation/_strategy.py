@@ -36,6 +36,7 @@ from ._aggregate import (
     aggregate_arrayrecords,
     aggregate_metricrecords,
     valid_replies,
+    weighted_only,
 )
 from ._loop import EvaluateFn, run_strategy
 from ._result import Result
@@ -171,7 +172,9 @@ class Strategy:
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Aggregate the replies' arrays and metrics (then apply :meth:`update_global`)."""
-        valid = valid_replies(replies, phase="train")
+        valid = weighted_only(
+            valid_replies(replies, phase="train"), self.weighted_by_key, phase="train"
+        )
         if not valid:
             return None, None
         contents = [m.content for m in valid]
@@ -218,9 +221,12 @@ class Strategy:
     ) -> MetricRecord | None:
         """Aggregate the replies' metrics (weighted mean without the weighting key)."""
         valid = valid_replies(replies, phase="evaluate")
+        fn = self.evaluate_metrics_aggr_fn
+        if fn is None:
+            fn = aggregate_metricrecords
+            valid = weighted_only(valid, self.weighted_by_key, phase="evaluate")
         if not valid:
             return None
-        fn = self.evaluate_metrics_aggr_fn or aggregate_metricrecords
         try:
             return fn([m.content for m in valid], self.weighted_by_key)
         except (TypeError, ValueError) as exc:

@@ -22,8 +22,10 @@ from fedzero.aggregation import (
     Bulyan,
     DifferentialPrivacyClientSideAdaptiveClipping,
     DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideAdaptiveClipping,
     DifferentialPrivacyServerSideFixedClipping,
     FedAvg,
+    FedMedian,
     FedXgbBagging,
     FedXgbCyclic,
     adaptiveclipping_mod,
@@ -228,6 +230,17 @@ def test_client_side_adaptive_clipping_moves_the_bound(link: Any) -> None:
     assert result.train_metrics_clientapp[1]["norm_bit"] == pytest.approx(
         sum(e for s, e in zip(SHIFTS, EXAMPLES, strict=True) if s * np.sqrt(3) > 1) / 10
     )
+
+
+def test_server_side_adaptive_clipping_clips_then_moves_the_bound(link: Any) -> None:
+    private = DifferentialPrivacyServerSideAdaptiveClipping(
+        FedMedian(**_opts()), 0.0, 5, initial_clipping_norm=1.0
+    )
+    assert private.link_spec() is None  # every update's norm is needed: the replies come back
+    result, _ = _start(link, private)
+    np.testing.assert_allclose(result.arrays["w"], np.median(_clipped(1.0)), rtol=1e-6)
+    clipped = int(np.sum(np.array(SHIFTS) * np.sqrt(3) > 1.0))
+    assert private.clipping_norm == pytest.approx(np.exp(-0.2 * (clipped / 5 - 0.5)))
 
 
 def test_the_accountant_reports_epsilon_with_each_round(link: Any) -> None:
