@@ -149,6 +149,21 @@ def startup(
 
 
 @app.command()
+def headers(
+    runs: Annotated[int, typer.Option(help="Timed repeats per figure.", min=1)] = 9,
+    as_json: _JSON = False,
+) -> None:
+    """Strict JSON of real frame-0 headers: fedzero (orjson) vs the stdlib, parse and write."""
+    from ._headers import print_headers_report, run_headers_bench
+
+    report = run_headers_bench(runs)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        print_headers_report(report)
+
+
+@app.command()
 def coldstart(
     app_dir: Annotated[Path, typer.Option("--app", help="App directory.")] = Path(
         "examples/quickstart"
