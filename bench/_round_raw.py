@@ -20,6 +20,7 @@ from ._round_procs import Processes
 from ._stats import BenchError, Summary
 
 _HELLO = b"hello"
+STARTUP_TIMEOUT = 300.0  # the peers import fedzero.bench (and Numba): slow on a busy machine
 
 
 def raw_reference(
@@ -56,7 +57,7 @@ def raw_reference(
         router.bind(address)
         for name in names:
             procs.spawn(name, "fedzero.bench._round_raw", [address, str(nbytes)])
-        ids = _wait_hellos(router, procs, peers, timeout)
+        ids = _wait_hellos(router, procs, peers, max(timeout, STARTUP_TIMEOUT))
         samples = []
         for rep in range(runs + 1):
             start = time.perf_counter()

@@ -41,6 +41,9 @@ from fedzero.core import FedzeroTimeoutError
 from ._round_procs import Processes
 from ._stats import BenchError, Summary
 
+STARTUP_TIMEOUT = 300.0
+"""Seconds the floors' peer processes may take to start and connect."""
+
 _HELLO = b"hello"
 _STOP = b"stop"
 _TASK = b"task"
@@ -76,7 +79,9 @@ def relay_floor(
         app.setsockopt(zmq.LINGER, 0)
         app.connect(app_addr)
         app.send_multipart([_HELLO, b""])
-        _recv(app, procs, timeout, "the hub's ready signal (all nodes connected)")
+        # The peers import fedzero.bench (and with it Numba): slow on a busy machine.
+        ready = max(timeout, STARTUP_TIMEOUT)
+        _recv(app, procs, ready, "the hub's ready signal (all nodes connected)")
         answers = 1 if aggregate else nodes
         samples = []
         for rep in range(runs + 1):
