@@ -12,6 +12,7 @@ from fedzero.aggregation import (
     FedAvg,
     FedTrimmedAvg,
     FedYogi,
+    Krum,
     MultiKrum,
     ServerAdagrad,
     ServerAdam,
@@ -94,3 +95,17 @@ def test_client_side_dp_sends_the_bound_and_the_link_does_not_clip() -> None:
         result = private.start(grid, initial, num_rounds=1)
     assert result.train_metrics_clientapp[1]["clipping-norm"] == 1.0
     np.testing.assert_array_equal(result.arrays["w"], np.full(4, 10.0, np.float32))
+
+
+def test_serverapp_side_krum_breaks_score_ties_by_node_order() -> None:
+    # Flower's krum_test case: 0.7 and 1.0 tie (each one's nearest neighbour is the other).
+    def content(value: float) -> RecordDict:
+        arrays = ArrayRecord({"0": np.full(4, value)})
+        return RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 5})})
+
+    strategy = Krum(num_malicious_nodes=1)
+    for order in ([0.2, 0.7, 1.0], [0.2, 1.0, 0.7]):  # replies come in node-id order
+        arrays, used = strategy.aggregate_arrays(1, [content(v) for v in order])
+        assert arrays is not None
+        assert float(arrays["0"][0]) == order[1]  # the lower node id wins the tie
+        assert len(used) == 1
