@@ -1,36 +1,56 @@
-import time, numpy as np, torch
+"""What Flower's copy semantics cost: ArrayRecord snapshots and writable copies of received arrays.
+
+Not a test (speed is no test assertion here): a measurement, run as
+``.venv/bin/python tests/flower/copy_cost.py``. For each model size it prints the
+best of 7 timings of a plain ``a.copy()`` of every array (the memcpy floor,
+measured in the same run), ``ArrayRecord(state_dict)`` (a snapshot, Flower's
+semantics) against ``copy=False``, and the writable copies that
+``to_numpy_ndarrays()``/``to_torch_state_dict()`` return for a received record
+against ``copy=False`` (zero copy, read-only).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
 from fedzero.core import ArrayRecord, Message, RecordDict, decode, encode
 
 
-def best(fn, n=7):
-    ts = []
+def best(fn: Callable[[], object], n: int = 7) -> float:
+    """Best wall time of ``n`` calls, in milliseconds."""
+    times = []
     for _ in range(n):
-        t = time.perf_counter()
+        start = time.perf_counter()
         fn()
-        ts.append(time.perf_counter() - t)
-    return min(ts)
+        times.append(time.perf_counter() - start)
+    return min(times) * 1e3
 
 
-for mb in (1, 25, 100):
-    layers = 10
-    per = mb * 2**20 // 4 // layers
-    sd = {f"l{i}": torch.randn(per) for i in range(layers)}
-    raw = [t.numpy() for t in sd.values()]
-    floor = best(lambda: [a.copy() for a in raw])
-    snap = best(lambda: ArrayRecord(sd))
-    zero = best(lambda: ArrayRecord(sd, copy=False))
-    msg = Message(RecordDict({"arrays": ArrayRecord(sd, copy=False)}), 1, "train")
-    frames = encode(msg)
-    rec = decode(frames).content["arrays"]
-    tonp = best(lambda: rec.to_numpy_ndarrays())
-    tonp0 = best(lambda: rec.to_numpy_ndarrays(copy=False))
-    tosd = best(lambda: rec.to_torch_state_dict())
-    tosd0 = best(lambda: rec.to_torch_state_dict(copy=False))
-    model = torch.nn.Module()
-    enc = best(lambda: encode(msg))
-    print(f"{mb:>4} MB: memcpy floor (a.copy() of each array) {floor * 1e3:7.2f} ms")
-    print(
-        f"{mb:>4} MB: ArrayRecord(state_dict) snapshot {snap * 1e3:7.2f} ms | copy=False {zero * 1e3:6.3f} ms | "
-        f"received to_numpy_ndarrays() {tonp * 1e3:7.2f} ms | copy=False {tonp0 * 1e3:6.3f} ms | "
-        f"to_torch_state_dict() {tosd * 1e3:7.2f} ms | copy=False {tosd0 * 1e3:6.3f} ms | encode {enc * 1e3:6.3f} ms"
-    )
+def measure(megabytes: int, layers: int = 10) -> dict[str, float]:
+    """Timings (ms) for a model of ``megabytes`` float32 MiB in ``layers`` tensors."""
+    per = megabytes * 2**20 // 4 // layers
+    state_dict = {f"l{i}": torch.randn(per) for i in range(layers)}
+    raw = [t.numpy() for t in state_dict.values()]
+    sent = Message(RecordDict({"arrays": ArrayRecord(state_dict, copy=False)}), 1, "train")
+    received = decode(encode(sent)).content["arrays"]
+    return {
+        "memcpy floor": best(lambda: [a.copy() for a in raw]),
+        "ArrayRecord(sd)": best(lambda: ArrayRecord(state_dict)),
+        "ArrayRecord(sd, copy=False)": best(lambda: ArrayRecord(state_dict, copy=False)),
+        "to_numpy_ndarrays()": best(received.to_numpy_ndarrays),
+        "to_numpy_ndarrays(copy=False)": best(lambda: received.to_numpy_ndarrays(copy=False)),
+        "to_torch_state_dict()": best(received.to_torch_state_dict),
+        "to_torch_state_dict(copy=False)": best(lambda: received.to_torch_state_dict(copy=False)),
+    }
+
+
+if __name__ == "__main__":
+    for mb in (1, 25, 100):
+        figures = measure(mb)
+        floor = figures["memcpy floor"]
+        print(f"{mb} MiB model:")
+        for name, ms in figures.items():
+            print(f"  {name:<34} {ms:9.3f} ms  ({ms / floor:5.2f} x memcpy floor)")
