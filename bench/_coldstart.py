@@ -78,6 +78,7 @@ def run_coldstart_bench(
         msg = f"{app} is not an app directory (no pyproject.toml); pass --app"
         raise ValueError(msg)
     cold, warm = [], []
+    load_before = os.getloadavg()[0]
     for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="fedzero-coldstart-") as tmp:
             cold.append(_one(app, nodes, Path(tmp), timeout))
@@ -90,6 +91,7 @@ def run_coldstart_bench(
         "runs": runs,
         "command": f"fedzero local {app} --nodes {nodes} --run-config num-rounds=1",
         "machine": machine(),
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "cold": cold,
         "warm": warm,
         "goal_first_round_s": GOAL_S,
@@ -115,7 +117,9 @@ def coldstart_command(app: Path, nodes: int, runs: int, as_json: bool) -> int:
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
+    load = report["load_average_1min"]
     print(f"coldstart: {report['command']}, {runs} run(s), goal <= {GOAL_S:.0f} s")
+    print(f"  load average (1 min) {load['before']:.1f} before, {load['after']:.1f} after")
     for kind in ("cold", "warm"):
         for r in report[kind]:
             print(
