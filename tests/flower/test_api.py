@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 import numpy as np
 import pytest
 
+import fedzero.core
 from fedzero.app import (
     Array,
     ArrayRecord,
@@ -161,3 +163,47 @@ def test_flower_surfaces_re_export_fedzero_objects() -> None:
     assert fedzero.serverapp.Grid is fedzero.core.Grid
     assert fedzero.serverapp.strategy.FedAvg.__module__.startswith("fedzero.aggregation")
     assert fedzero.common.ArrayRecord is ArrayRecord
+
+
+# Flower 1.42's examples/quickstart-numpy/quickstart_numpy/client_app.py, as Flower ships it.
+QUICKSTART_NUMPY_CLIENT = """
+import numpy as np
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context):
+    ndarrays = msg.content["arrays"].to_numpy_ndarrays()
+    model = [m + np.random.rand(*m.shape) for m in ndarrays]
+    model_record = ArrayRecord(model)
+    metrics = {"random_metric": np.random.rand(), "num-examples": 1}
+    metric_record = MetricRecord(metrics)
+    content = RecordDict({"arrays": model_record, "metrics": metric_record})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context):
+    ndarrays = msg.content["arrays"].to_numpy_ndarrays()
+    metrics = {"random_metric": np.random.rand(3).tolist(), "num-examples": 1}
+    metric_record = MetricRecord(metrics)
+    content = RecordDict({"metrics": metric_record})
+    return Message(content=content, reply_to=msg)
+"""
+
+
+def test_flowers_quickstart_numpy_client_runs_after_the_sed() -> None:
+    source = re.sub(r"\bflwr\b", "fedzero", QUICKSTART_NUMPY_CLIENT)
+    namespace: dict[str, object] = {}
+    exec(compile(source, "client_app.py", "exec"), namespace)  # noqa: S102 - our own test source
+    app = namespace["app"]
+    assert isinstance(app, fedzero.core.ClientApp)
+    ctx = Context(run_id=3, node_id=7, node_config={}, run_config={})
+    for kind in (MessageType.TRAIN, MessageType.EVALUATE):
+        msg = _received(RecordDict({"arrays": ArrayRecord([np.zeros(3)])}), kind)
+        reply = decode(encode(app(msg, ctx)))
+        assert reply.metadata.reply_to_message_id == msg.metadata.message_id
+        assert reply.content["metrics"]["num-examples"] == 1
