@@ -198,6 +198,7 @@ def run_fleet_bench(
         link = procs.spawn("link", "fedzero.link", _link_args(root, port, heartbeat))
         grid = Grid(f"ipc://{root}/app", connect_timeout=60.0, heartbeat_timeout=_APP_TIMEOUT)
         try:
+            cpu_start = cpu_seconds(link.pid)
             swarm = Swarm(procs, root, port, nodes)
             _wait(
                 "swarm registered",
@@ -209,6 +210,7 @@ def run_fleet_bench(
             node_ids = grid.get_node_ids(min_nodes=nodes, timeout=register_timeout)
             before = swarm.counters()
             cpu0, t0 = cpu_seconds(link.pid), time.perf_counter()
+            register_cpu = cpu0 - cpu_start
             deadline = t0 + window
             while time.perf_counter() < deadline:
                 procs.check_alive()
@@ -217,7 +219,9 @@ def run_fleet_bench(
             idle_rss = rss_bytes(link.pid)
             after = swarm.counters()
             offline_idle = _offline_events(root / "link.log")
+            cpu1 = cpu_seconds(link.pid)
             times, exact, round_error = _rounds(grid, sorted(node_ids), rounds)
+            round_cpu = cpu_seconds(link.pid) - cpu1
             final = swarm.counters()
             report = {
                 "benchmark": "fleet",
@@ -225,6 +229,7 @@ def run_fleet_bench(
                 "swarm_processes": len(swarm.paths),
                 "heartbeat": "default" if heartbeat is None else list(heartbeat),
                 "register_s": register_s,
+                "register_link_cpu_s": register_cpu,
                 "window_s": window,
                 "idle_cpu_pct": 100.0 * idle_cpu,
                 "idle_rss_bytes": idle_rss,
@@ -237,6 +242,7 @@ def run_fleet_bench(
                     "runs": times,
                 },
                 "round_error": round_error,
+                "rounds_link_cpu_s": round_cpu,  # all rounds, warm-up included: load-independent
                 "aggregate_exact": exact,
                 "link_rss_bytes": rss_bytes(link.pid),
                 "link_peak_rss_bytes": peak_rss_bytes(link.pid),
