@@ -17,14 +17,8 @@ from typing import Any, Final
 import structlog
 import zmq
 
-from fedzero.core import DeserializationError, ErrorCode, Message, Metadata, decode
-from fedzero.core.wire import (
-    DecodeLimits,
-    as_memoryview,
-    decode_content,
-    decode_metadata,
-    parse_payload,
-)
+from fedzero.core import DeserializationError, ErrorCode, Message, Metadata
+from fedzero.core.wire import as_memoryview, decode_parsed
 
 from .._state import Node, Pending
 from ..rounds import AggregateSpec
@@ -112,7 +106,8 @@ class ReplyIntake:
                 self._refuse(node, ErrorCode.OVERLOADED, uncredited, reply_to)
             return
         try:
-            reply = _decoded(header, frames, core.limits)
+            views = [as_memoryview(f, i) for i, f in enumerate(frames)]
+            reply = decode_parsed(header, views, limits=core.limits)  # frame 0 parsed once
         except DeserializationError as exc:
             core.stats["fleet_malformed"] += 1
             log.warning("reply_malformed", node_id=node.node_id, error=str(exc))
@@ -210,21 +205,3 @@ class ReplyIntake:
         if meta.run_id != entry.run_id or meta.dst_node_id != 0:
             return "wrong run or destination"
         return entry
-
-
-_MESSAGE_KEYS: Final = frozenset({"v", "kind", "metadata", "content"})
-
-
-def _decoded(header: dict[str, Any], frames: list[zmq.Frame], limits: DecodeLimits) -> Message:
-    """The reply whose frame 0 the fleet side parsed already: frame 0 is not parsed again.
-
-    Anything but a plain content reply (an error reply, a header with unknown
-    keys) goes through :func:`~fedzero.core.decode`, whose checks and messages
-    it then gets.
-    """
-    if header.keys() != _MESSAGE_KEYS:
-        return decode(frames, limits=limits)
-    views = [as_memoryview(f, i) for i, f in enumerate(frames)]
-    arrays = parse_payload(views[1:], limits) if len(views) > 1 else {}
-    content = decode_content(header["content"], arrays, limits)
-    return Message.from_parts(decode_metadata(header["metadata"]), content, None)
