@@ -195,8 +195,9 @@ def _node(fleet_addr: str, isolation: str, root: str, name: str) -> None:
             del frames
             worker.send_multipart([_TASK, str(nbytes).encode()])
             worker.recv_multipart()
-            if up is None:
+            if up is None:  # both sides map both segments now: no file needs to outlive us
                 up = _segment(f"{base}-up", nbytes, create=False)
+                _unlink(base)
             sock.send_multipart([_TASK, memoryview(up)[:nbytes]], copy=False)
     finally:
         if worker is not None and proc is not None:
@@ -205,9 +206,13 @@ def _node(fleet_addr: str, isolation: str, root: str, name: str) -> None:
             worker.close(linger=0)
         sock.close(linger=0)
         ctx.term()
-        for end in ("down", "up"):
-            with contextlib.suppress(OSError):
-                os.unlink(f"{base}-{end}")
+        _unlink(base)
+
+
+def _unlink(base: str) -> None:
+    for end in ("down", "up"):
+        with contextlib.suppress(OSError):
+            os.unlink(f"{base}-{end}")
 
 
 def _worker(root: str, name: str, base: str) -> None:
