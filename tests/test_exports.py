@@ -84,7 +84,7 @@ def test_flower_surfaces_are_pinned() -> None:
     import fedzero.serverapp
 
     assert set(fedzero.app.__all__) == FLOWER_APP  # Flower 1.42's flwr.app, name for name
-    assert set(fedzero.clientapp.__all__) >= {"ClientApp"}
+    assert set(fedzero.clientapp.__all__) == {"ClientApp", "fixedclipping_mod", "mod"}
     assert set(fedzero.serverapp.__all__) == {"Grid", "ServerApp", "strategy"}
     assert set(fedzero.common.__all__) >= FLOWER_APP - {"UserConfigValue"} | {"log", "logger"}
 
@@ -99,6 +99,7 @@ def test_flower_surfaces_are_pinned() -> None:
         "bench",
         "app",
         "clientapp",
+        "clientapp.mod",
         "common",
         "serverapp",
         "serverapp.strategy",
