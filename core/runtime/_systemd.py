@@ -34,13 +34,23 @@ exactly the hang the watchdog is there to catch.
 Without ``$NOTIFY_SOCKET`` (not run by systemd, or ``Type=simple``) every method
 is a no-op that returns ``False``. Sending never blocks and never raises: a
 failure is logged once, as a warning, and reported by the return value.
+
+A full notify socket (the kernel queues only ``net.unix.max_dgram_qlen``
+datagrams, often 10, while systemd is busy) must not lose a state change: a
+datagram other than a bare ``WATCHDOG=1`` that meets a full queue is kept, in
+order, and sent again from a retry thread (back-off from 20 ms to 1 s) before
+anything newer; a ping that meets a full queue, or pending state, is dropped
+(the next one follows within a period, and a ping never overtakes a state
+change it was sent after).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 
 import structlog
@@ -48,6 +58,9 @@ import structlog
 log = structlog.get_logger(__name__)
 
 _ENV_KEYS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+_PING = b"WATCHDOG=1"
+_MAX_PENDING = 64  # state datagrams kept while the queue is full (oldest dropped)
+_RETRY_FIRST, _RETRY_MAX = 0.02, 1.0  # seconds between attempts to send them
 
 
 def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
@@ -117,6 +130,9 @@ class Notifier:
         self.watchdog_interval = watchdog_interval
         self._target = _socket_address(address) if address else None
         self._warned = False
+        self._lock = threading.Lock()
+        self._pending: deque[bytes] = deque(maxlen=_MAX_PENDING)
+        self._retrying = False
         if address and self._target is None:
             self._warn_once("systemd_notify_socket_unsupported", notify_socket=address)
 
@@ -163,14 +179,51 @@ class Notifier:
         if self._target is None or not assignments:
             return False
         data = "\n".join(assignments).encode("utf-8", "replace")
+        with self._lock:
+            if self._flush() and self._sendto(data):
+                return True
+            if data != _PING:  # a state change waits for room; a ping is dropped
+                self._pending.append(data)
+                self._start_retry()
+            return False
+
+    def _sendto(self, data: bytes) -> bool:
+        """One datagram, without blocking; False when the queue is full or it failed."""
+        if self._target is None:
+            return False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.setblocking(False)  # a full queue must not stall the IO loop
                 sock.sendto(data, self._target)
+        except BlockingIOError:
+            return False
         except OSError as exc:
             self._warn_once("systemd_notify_failed", notify_socket=self.address, error=str(exc))
             return False
         return True
+
+    def _flush(self) -> bool:
+        """Send the kept state datagrams in order (lock held); True once none is left."""
+        while self._pending:
+            if not self._sendto(self._pending[0]):
+                return False
+            self._pending.popleft()
+        return True
+
+    def _start_retry(self) -> None:
+        if not self._retrying:
+            self._retrying = True
+            threading.Thread(target=self._retry, name="systemd-notify-retry", daemon=True).start()
+
+    def _retry(self) -> None:
+        delay, wake = _RETRY_FIRST, threading.Event()
+        while True:
+            wake.wait(delay)
+            with self._lock:
+                if self._flush():
+                    self._retrying = False
+                    return
+            delay = min(delay * 2, _RETRY_MAX)
 
     def ready(self, status: str | None = None) -> bool:
         """Tell systemd start-up (or a reload) finished: ``READY=1``.

@@ -203,3 +203,23 @@ def test_a_daemon_process_notifies(systemd: FakeSystemd) -> None:
         assert proc.wait(timeout=60) == 0
     assert data == "READY=1\nSTATUS=serving"
     assert pid == proc.pid  # NotifyAccess=main accepts it
+
+
+def test_a_full_queue_keeps_state_changes_in_order_and_drops_pings(
+    systemd: FakeSystemd,
+) -> None:
+    """The kernel queues few datagrams (net.unix.max_dgram_qlen); state survives it."""
+    notifier = Notifier(systemd.address)
+    sent = 0
+    while notifier.watchdog():  # fill the queue while "systemd" does not read
+        sent += 1
+        assert sent < 100_000, "the notify queue never filled"
+    assert not notifier.status("unhealthy: the fold worker thread died")
+    assert not notifier.stopping()
+    assert not notifier.watchdog()  # dropped: it must not overtake the status
+    systemd.sock.settimeout(60.0)  # a deadline: the retry thread sends them once there is room
+    got = [systemd.recv() for _ in range(sent + 2)]
+    assert got[:sent] == ["WATCHDOG=1"] * sent
+    assert got[sent:] == ["STATUS=unhealthy: the fold worker thread died", "STOPPING=1"]
+    assert notifier.watchdog()  # the queue has room again: pings flow
+    assert systemd.recv() == "WATCHDOG=1"
