@@ -114,7 +114,7 @@ def aggregate_arrayrecords(
                 sums[name] = sums[name] + term
             else:
                 sums[name], firsts[name] = term, arr
-    return ArrayRecord({k: _cast_back(v, firsts[k]) for k, v in sums.items()})
+    return ArrayRecord({k: _cast_back(v, firsts[k]) for k, v in sums.items()}, copy=False)
 
 
 def aggregate_metricrecords(
@@ -160,7 +160,7 @@ def _per_array(
     for name, stack in _stacks(records).items():
         wide = stack if is_float_dtype(stack.dtype) else stack.astype(np.float64)
         out[name] = _cast_back(fn(wide), stack[0])
-    return ArrayRecord(out)
+    return ArrayRecord(out, copy=False)
 
 
 def trim_mean(array: np.ndarray, cut_fraction: float) -> np.ndarray:

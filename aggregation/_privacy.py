@@ -68,7 +68,7 @@ def clip_arrays(new: ArrayRecord, reference: ArrayRecord, norm: float) -> tuple[
             continue
         delta = np.asarray(value, np.float64) - np.asarray(ref, np.float64)
         out[name] = (np.asarray(ref, np.float64) + delta * factor).astype(value.dtype)
-    return ArrayRecord(out), factor < 1.0
+    return ArrayRecord(out, copy=False), factor < 1.0
 
 
 def _with_arrays(msg: Message, key: str, arrays: ArrayRecord) -> Message:
@@ -193,7 +193,7 @@ class _Wrapper:
             else:
                 noisy[name] = np.asarray(value)
         self.accountant.compose(self.accounted_noise)
-        return ArrayRecord(noisy)
+        return ArrayRecord(noisy, copy=False)
 
     def _clip_replies(self, replies: list[Message]) -> tuple[list[Message], int]:
         """Each reply clipped relative to the sent model; how many were clipped."""

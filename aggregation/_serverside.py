@@ -68,7 +68,9 @@ class Bulyan(Strategy):
         medians = [np.median(np.stack(layer), axis=0) for layer in zip(*stacks, strict=True)]
         out = aggregate_n_closest_weights(medians, stacks, beta)
         first = records[0]
-        arrays = ArrayRecord({n: _cast(v, first[n]) for n, v in zip(names, out, strict=True)})
+        arrays = ArrayRecord(
+            {n: _cast(v, first[n]) for n, v in zip(names, out, strict=True)}, copy=False
+        )
         return arrays, selected
 
 
@@ -124,7 +126,7 @@ class QFedAvg(Strategy):
             n: _cast(g - d / sum_h, current[n])
             for n, g, d in zip(names, globals_, sum_delta, strict=True)
         }
-        return ArrayRecord(new), list(contents)
+        return ArrayRecord(new, copy=False), list(contents)
 
     def _loss(self, content: RecordDict) -> float:
         metrics = list(content.metric_records.values())

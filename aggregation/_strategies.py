@@ -150,7 +150,7 @@ def _apply(
 ) -> ArrayRecord:
     floats = float_arrays(current)
     stepped = optimizer.step(floats, {k: aggregated[k] for k in floats}, server_round)
-    return ArrayRecord({k: stepped.get(k, aggregated[k]) for k in aggregated})
+    return ArrayRecord({k: stepped.get(k, aggregated[k]) for k in aggregated}, copy=False)
 
 
 @dataclasses.dataclass

@@ -57,7 +57,7 @@ def aggregate_bagging(previous: bytes, current: bytes) -> bytes:
 
 
 def _as_record(model: bytes) -> ArrayRecord:
-    return ArrayRecord({"0": np.frombuffer(model, dtype=np.uint8).copy()})
+    return ArrayRecord({"0": np.frombuffer(model, dtype=np.uint8).copy()}, copy=False)
 
 
 @dataclasses.dataclass

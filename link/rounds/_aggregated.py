@@ -58,7 +58,7 @@ def result_message(
     )
     content = RecordDict()
     if arrays is not None:
-        content[rnd.spec.arrays_key] = ArrayRecord(arrays)
+        content[rnd.spec.arrays_key] = ArrayRecord(arrays, copy=False)
     content["metrics"] = MetricRecord(metrics)
     failed = sorted(rnd.failures)
     summary = {

@@ -85,7 +85,7 @@ def _delta_norm(update: Arrays, reference: Arrays) -> float:
 def _checkpoint(arrays: Arrays, directory: Path, run_id: int, server_round: int, keep: int) -> None:
     """Save the round's global model as ``.safetensors`` (off the IO thread), then prune."""
     try:
-        _, frames = encode_content(RecordDict({"arrays": ArrayRecord(dict(arrays))}))
+        _, frames = encode_content(RecordDict({"arrays": ArrayRecord(dict(arrays), copy=False)}))
         save_checkpoint(directory, run_id, server_round, frames)
         prune_checkpoints(directory, run_id, keep)
     except (OSError, ValueError) as exc:  # a full disk must not stop training
