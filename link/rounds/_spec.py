@@ -31,7 +31,7 @@ class AggregateSpec:
         num_selected: ``m`` of Multi-Krum (Krum: 1).
         accumulator: ``"float32"``, ``"float64"`` or ``""`` (by the model's dtype).
         reject_non_finite: refuse updates holding NaN or infinity.
-        clip_norm: clip each update's delta to this L2 norm (fedavg; 0: off).
+        clip_norm: clip each update's delta to this L2 norm (fedavg only; 0: off).
         min_replies: with ``deadline``, finish once this many replies are folded.
         deadline: seconds after the push at which to finish with what is there
             (0: wait for every reply or failure).
@@ -92,3 +92,10 @@ class AggregateSpec:
         bad = [name for name, wrong in problems.items() if wrong]
         if bad:
             raise DeserializationError(f"push.aggregate: invalid {', '.join(bad)}")
+        if self.clip_norm > 0 and self.method != "fedavg":
+            # Clipping folds the sent model in as a weighted term: exact for a weighted
+            # mean, wrong for weight-blind methods (it would count as an extra client).
+            raise DeserializationError(
+                f"push.aggregate: clip_norm works with method fedavg only, not {self.method}"
+                " (clip each update before a robust method on the ServerApp)"
+            )

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedzero.core import DeserializationError
 from fedzero.link.rounds import AggregateSpec, FoldWorker
 
 # warm=True compiles every kernel first: with a cold Numba cache on a busy machine
@@ -64,3 +65,11 @@ def test_importing_the_link_loads_no_kernels() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("method", ["median", "trimmed_mean", "krum", "multikrum"])
+def test_clip_norm_is_refused_with_weight_blind_methods(method: str) -> None:
+    """Clipping folds the pushed model in as a weighted term: only a weighted mean allows it."""
+    with pytest.raises(DeserializationError, match="clip_norm works with method fedavg only"):
+        AggregateSpec.from_wire({"round_id": "r", "method": method, "clip_norm": 1.0})
+    assert AggregateSpec.from_wire({"round_id": "r", "method": "fedavg", "clip_norm": 1.0})
