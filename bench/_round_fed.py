@@ -27,8 +27,9 @@ Model = dict[str, npt.NDArray[np.float32]]
 _RECORD = "model"
 _HEARTBEAT_INTERVAL = 1.0
 # Generous: on a small machine a node's IO thread can be busy for a while
-# with 100 MB frames, and a node marked offline would spoil the figures.
-_HEARTBEAT_TIMEOUT = 10.0
+# with 100 MB frames, and a node marked offline would spoil the figures (10 s
+# was not enough for 2 links + 16 nodes warming up at load 15).
+_HEARTBEAT_TIMEOUT = 60.0
 # The link compiles its kernels before the warm-up round returns: minutes with a
 # cold Numba cache on a busy small machine.
 _WARMUP_TIMEOUT = 300.0
