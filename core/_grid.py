@@ -33,6 +33,7 @@ from .runtime import CurveKeys, apply_client_curve
 from .wire import (
     PEER_VERSION,
     RUN_SECRET_ENV,
+    DecodeLimits,
     control,
     decode_parsed,
     encode_content,
@@ -44,6 +45,11 @@ from .wire import (
 log = structlog.get_logger(__name__)
 
 Listener = Callable[[dict[str, Any]], None]
+
+# What the Grid accepts from its link: an aggregated round's result carries one
+# ``node/<id>`` record per replying node, so a round over more nodes than the
+# default 10,000-record cap must still decode (fan-out is capped at 65,536 ids).
+_LINK_LIMITS = DecodeLimits(max_records=2**17)
 
 
 class Grid:
@@ -348,9 +354,9 @@ class Grid:
     def _handle(self, frames: list[zmq.Frame]) -> str | None:
         """Handle one message from the link; return the id it answers, if a reply."""
         try:
-            kind, header, views = parse_envelope(frames)
+            kind, header, views = parse_envelope(frames, limits=_LINK_LIMITS)
             if kind == "message":
-                msg = decode_parsed(header, views)  # frame 0 is parsed once
+                msg = decode_parsed(header, views, limits=_LINK_LIMITS)  # frame 0 parsed once
                 meta = msg.metadata
                 self._replies[meta.reply_to_message_id] = msg
                 self._emit(
