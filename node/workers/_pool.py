@@ -262,9 +262,8 @@ class WorkerPool:
     def _pump(self, run: RunSlot) -> list[WorkerReply]:
         """Start the run's worker if needed; hand it the next task if it is idle."""
         if run.worker is None:
-            run.generation += 1
             try:
-                run.worker = self._procs.spawn(run.context.run_id, run.generation)
+                run.worker = self._procs.spawn(run.context.run_id)
             except OSError as exc:
                 log.error("worker_start_failed", run_id=run.context.run_id, error=str(exc))
                 return self._fail_queue(run, f"cannot start a ClientApp worker: {exc}")

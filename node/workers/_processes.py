@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import select
 import signal
@@ -119,6 +120,10 @@ class WorkerProcesses:
         self._env = dict(options.env) if options.env is not None else None
         self._epoll = select.epoll() if _HAS_PIDFD else None
         self._procs: dict[bytes, WorkerProc] = {}
+        # Pool-wide, never reused: a run that ends and comes back (a reconnect ends
+        # every run) must not get the routing id or segment folder of its previous
+        # worker, which may not be reaped yet.
+        self._serial = itertools.count(1)
         self._by_pidfd: dict[int, WorkerProc] = {}
 
     def fileno(self) -> int | None:
@@ -134,13 +139,13 @@ class WorkerProcesses:
         """Pids of the worker processes not yet reaped."""
         return [proc.pid for proc in self._procs.values()]
 
-    def spawn(self, run_id: int, generation: int) -> WorkerProc:
+    def spawn(self, run_id: int) -> WorkerProc:
         """Start a worker for the run; it connects and says hello on its own.
 
         Raises:
             OSError: the process (or its pidfd) could not be made.
         """
-        identity = f"run-{run_id}-{generation}"
+        identity = f"run-{run_id}-{next(self._serial)}"
         shm = None
         if self._options.shm_dir is not None:  # its segments' directory, removed at reaping
             (self._options.shm_dir / identity).mkdir(mode=0o700)

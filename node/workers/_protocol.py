@@ -2,11 +2,13 @@
 
 The agent binds a ROUTER on ``ipc://<private temp dir>/workers``; each worker
 connects a DEALER whose routing id is given on its command line
-(``run-<run_id>-<generation>``). Every ZeroMQ message starts with one control
-frame, a UTF-8 JSON object ``{"fzw": 1, "op": <op>, ...fields}``; a task and a
-reply are followed by the frames of a fedzero Message exactly as
-:func:`fedzero.core.encode` makes them (sent with ``copy=False``, decoded
-zero-copy with :func:`fedzero.core.decode`; no pickle).
+(``run-<run_id>-<serial>``, the serial unique within the pool, so a run
+that ends and returns never meets its previous, unreaped worker's id).
+Every ZeroMQ message starts with one control frame, a UTF-8 JSON object
+``{"fzw": 1, "op": <op>, ...fields}``; a task and a reply are followed by
+the frames of a fedzero Message exactly as :func:`fedzero.core.encode`
+makes them (sent with ``copy=False``, decoded zero-copy with
+:func:`fedzero.core.decode`; no pickle).
 
 Shared memory: when the pool has a segment directory (the default; the worker
 gets it as ``--shm-dir``), a payload (frames 1.. of the Message) of at least

@@ -21,14 +21,12 @@ class RunSlot:
         app_dir: the app folder its worker loads.
         queue: tasks not yet handed to the worker, oldest first.
         worker: the run's current worker (None: none yet, or it died).
-        generation: how many workers the run has had (part of their routing ids).
     """
 
     context: Context
     app_dir: Path
     queue: collections.deque[Task] = dataclasses.field(default_factory=collections.deque)
     worker: WorkerProc | None = None
-    generation: int = 0
 
     @property
     def running(self) -> Task | None:
