@@ -271,6 +271,8 @@ def _node_metrics(reply: Message) -> dict[str, Any]:
     so no record's value silently wins.
     """
     records = reply.content.metric_records
+    if len(records) <= 1:  # the usual reply: no name can clash, no counting per reply
+        return {name: value for rec in records.values() for name, value in rec.items()}
     held = Counter(name for rec in records.values() for name in rec)
     return {
         name if held[name] == 1 else f"{key}/{name}": value
