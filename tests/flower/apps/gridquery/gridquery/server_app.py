@@ -17,11 +17,15 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     features = str(context.run_config["selected-features"]).split(",")
     min_nodes = int(context.run_config["min-nodes"])
-    node_ids: list[int] = []
+    # Flower's Grid has no blocking wait for nodes: poll, as federated-analytics
+    # does, but within a deadline, so a missing node is an error, not a hang.
+    deadline = time.monotonic() + 300.0
+    node_ids = sorted(grid.get_node_ids())
     while len(node_ids) < min_nodes:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(node_ids)} of {min_nodes} nodes connected")
+        time.sleep(0.5)
         node_ids = sorted(grid.get_node_ids())
-        if len(node_ids) < min_nodes:
-            time.sleep(0.5)  # nodes still connecting (as federated-analytics waits)
     log(INFO, "querying %s nodes: %s", len(node_ids), node_ids)
     edges = np.linspace(0.0, 200.0, 9)
     content = RecordDict(
